@@ -1,0 +1,96 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from tritongcn import __version__
+from tritongcn.cli import main
+
+TINY = ["--image-size", "40", "--sample-size", "36", "--chains", "3", "--iterations", "2",
+        "--langevin-steps", "2"]
+
+
+def _texture(path, size=48, colour=True):
+    """A striped texture with noise, made here so that no test reads files it did not write."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    base = 128 + 60 * np.sin(xx * 0.8 + yy * 0.3) + rng.normal(0, 20, (size, size))
+    if colour:
+        arr = np.stack([base, base * 0.8, 255 - base], axis=2)
+        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB").save(path)
+    else:
+        Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "L").save(path)
+    return path
+
+
+def test_version():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+@pytest.mark.parametrize("colour,mode", [(True, "RGB"), (False, "L")])
+def test_tiny_learn_writes_every_output(tmp_path, colour, mode):
+    image = _texture(tmp_path / "tex.png", colour=colour)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+
+    samples = sorted((out / "samples").iterdir())
+    assert [p.name for p in samples] == ["0000.png", "0001.png", "0002.png"]
+    with Image.open(samples[0]) as im:
+        assert im.mode == mode and im.size == (36, 36)
+    with Image.open(out / "grid.png") as im:
+        assert im.mode == mode and im.width > 40 + 36 and im.height >= 40
+    with Image.open(out / "learning_curve.png") as im:
+        assert im.size[0] >= 600
+
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * 3  # iterations per layer x layers
+    assert [r["layer"] for r in records] == [1, 1, 2, 2, 3, 3]
+    for r in records:
+        assert {"layer", "iteration", "f_obs", "f_syn", "gap", "grad_norm", "seconds"} <= set(r)
+        assert r["gap"] == pytest.approx(r["f_obs"] - r["f_syn"], rel=1e-5, abs=1e-6)
+
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert state["version"] == __version__
+    assert state["config"]["chains"] == 3 and state["chains"].shape == (3, 1 if not colour else 3, 36, 36)
+    assert {"model", "optimizer", "model_config", "mean"} <= set(state)
+    assert state["model"]["convs.0.weight"].shape == (100, 1 if not colour else 3, 15, 15)
+
+
+def _assert_clean_failure(result, out, *words):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    message = result.output.strip().splitlines()
+    assert len(message) == 1, result.output
+    for word in words:
+        assert word in message[0]
+    assert not out.exists()  # nothing half-written
+
+
+def test_missing_path(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", str(tmp_path / "nope.png"), "--out", str(out)])
+    _assert_clean_failure(result, out, "no such file")
+
+
+def test_not_an_image(tmp_path):
+    bogus = tmp_path / "notes.png"
+    bogus.write_text("this is not a picture")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", str(bogus), "--out", str(out)])
+    _assert_clean_failure(result, out, "not an image")
+
+
+def test_image_smaller_than_receptive_field(tmp_path):
+    small = _texture(tmp_path / "small.png", size=30)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", str(small), "--out", str(out)])
+    _assert_clean_failure(result, out, "receptive field", "30x30")
+    # With one layer the receptive field is 15 px, so the same image is accepted.
+    result = CliRunner().invoke(main, ["learn", str(small), "--out", str(out), "--layers", "1", *TINY])
+    assert result.exit_code == 0, result.output

@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from tritongcn import GenerativeConvNet, LayerSpec
+
+NETS = [
+    [LayerSpec(4, 3, 1, 0)],
+    [LayerSpec(5, 5, 3, 2), LayerSpec(6, 3, 1, 2)],
+    [LayerSpec(7, 4, 2, 1), LayerSpec(33, 3, 1, 2), LayerSpec(5, 3, 2, 0)],
+    [LayerSpec(6, 7, 3, 2), LayerSpec(8, 5, 1, 2), LayerSpec(3, 3, 1, 2)],  # the texture net in small
+]
+
+
+def _random_net(channels, layers):
+    net = GenerativeConvNet(channels, layers, init_std=0.3).double()
+    with torch.no_grad():
+        for conv in net.convs:
+            conv.bias.normal_(0.0, 0.5)  # both signs, so every layer has active and inactive units
+    return net
+
+
+@pytest.mark.parametrize("boundary", ["zero", "valid", "periodic"])
+@pytest.mark.parametrize("layers", NETS)
+@pytest.mark.parametrize("channels,h,w", [(1, 17, 13), (3, 21, 21), (3, 19, 24)])
+def test_grad_input_equals_autograd(layers, channels, h, w, boundary):
+    net = _random_net(channels, layers)
+    if boundary == "valid":  # the image must hold at least one whole window, with odd remainders
+        h, w = max(h, net.receptive_field() + 4), max(w, net.receptive_field() + 3)
+    if boundary == "periodic":  # sides must be multiples of the total stride on the torus
+        h, w = (h // net.total_stride() + 1) * net.total_stride(), (w // net.total_stride() + 1) * net.total_stride()
+    x = torch.randn(3, channels, h, w, dtype=torch.float64, requires_grad=True)
+    (expected,) = torch.autograd.grad(net.score(x, boundary).sum(), x)
+    ours = net.grad_input(x.detach(), boundary=boundary)
+    assert ours.shape == x.shape
+    assert expected.abs().max() > 0  # a live net: the comparison is not 0 == 0
+    torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_grad_input_in_float32_and_at_every_depth():
+    net = GenerativeConvNet.texture(3)
+    x = torch.randn(2, 3, 45, 39) * 60
+    for depth in (1, 2, 3):
+        net.depth = depth
+        xr = x.clone().requires_grad_()
+        (expected,) = torch.autograd.grad(net.score(xr).sum(), xr)
+        torch.testing.assert_close(net.grad_input(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_texture_net_is_the_papers():
+    net = GenerativeConvNet.texture(3)
+    shapes = [(c.out_channels, c.in_channels, c.kernel_size, c.stride, c.padding) for c in net.convs]
+    assert shapes == [(100, 3, (15, 15), (3, 3), (2, 2)), (64, 100, (5, 5), (1, 1), (2, 2)),
+                      (30, 64, (3, 3), (1, 1), (2, 2))]
+    assert all(isinstance(c, torch.nn.Conv2d) for c in net.convs)
+    w = net.convs[1].weight
+    assert abs(w.std().item() - 0.01) < 0.001 and abs(w.mean().item()) < 0.001
+    assert all((c.bias == 0).all() for c in net.convs)
+    assert net.receptive_field() == 33 and net.receptive_field(1) == 15
+    assert GenerativeConvNet.texture(1).convs[0].in_channels == 1
+
+
+def test_score_and_energy():
+    net = _random_net(1, NETS[1])
+    x = torch.randn(4, 1, 11, 11, dtype=torch.float64)
+    h = torch.relu(net.convs[1](torch.relu(net.convs[0](x))))
+    torch.testing.assert_close(net.score(x), h.sum(dim=(1, 2, 3)))
+    sigma = 1.7
+    torch.testing.assert_close(net.energy(x, sigma), (x**2).sum(dim=(1, 2, 3)) / (2 * sigma**2) - net.score(x))
+
+
+def test_config_round_trip_and_depth_bounds():
+    net = GenerativeConvNet.texture(3, depth=2)
+    copy = GenerativeConvNet.from_config(net.config())
+    copy.load_state_dict(net.state_dict())
+    assert copy.depth == 2 and copy.layers == net.layers
+    with pytest.raises(ValueError):
+        net.depth = 4
+
+
+def test_periodic_score_is_invariant_to_circular_shifts():
+    # On the torus a shift by a multiple of the total stride moves every unit to another unit.
+    net = _random_net(1, [LayerSpec(4, 5, 2, 2), LayerSpec(3, 3, 1, 1)])
+    x = torch.randn(2, 1, 16, 12, dtype=torch.float64)
+    shifted = torch.roll(x, shifts=(4, -6), dims=(2, 3))
+    torch.testing.assert_close(net.score(shifted, "periodic"), net.score(x, "periodic"))
+    assert not torch.allclose(net.score(shifted), net.score(x))  # zero padding has borders
+    assert net.output_shape(x.shape, "periodic") == (2, 3, 8, 6)
+
+
+def test_valid_boundary_scores_only_units_inside_the_image():
+    net = _random_net(1, [LayerSpec(4, 5, 2, 2), LayerSpec(3, 3, 1, 1)])
+    x = torch.randn(2, 1, 16, 12, dtype=torch.float64)
+    # Receptive field 9, total stride 2: (16 - 9) // 2 + 1 = 4 by (12 - 9) // 2 + 1 = 2 top units.
+    assert net.output_shape(x.shape, "valid") == (2, 3, 4, 2)
+    x_far = x.clone()
+    x_far[:, :, 15, :] += 100  # row 15 lies outside every valid window ((4 - 1) * 2 + 9 = 15 rows)
+    torch.testing.assert_close(net.score(x_far, "valid"), net.score(x, "valid"))
+    assert not torch.allclose(net.score(x_far), net.score(x))
+
+
+def test_periodic_sizes_must_fit_the_stride():
+    net = GenerativeConvNet.texture(1)
+    with pytest.raises(ValueError, match="multiples of 3"):
+        net.grad_input(torch.zeros(1, 1, 40, 40), boundary="periodic")
+    with pytest.raises(ValueError, match="boundary must be"):
+        net.score(torch.zeros(1, 1, 42, 42), "mirror")

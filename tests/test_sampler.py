@@ -1,0 +1,46 @@
+import torch
+
+from tritongcn import GenerativeConvNet, LayerSpec, langevin
+
+
+def _dead_net():
+    """A net whose units are all inactive, so B(I) = 0 and the chain is a pure Gaussian random walk."""
+    net = GenerativeConvNet(1, [LayerSpec(3, 3, 1, 1)])
+    with torch.no_grad():
+        net.convs[0].bias.fill_(-1e6)
+    return net
+
+
+def test_langevin_is_deterministic_per_seed():
+    net = GenerativeConvNet.texture(3)
+    x = torch.randn(3, 3, 40, 37) * 30
+    a = langevin(net, x, 3, 0.3, 1.0, seed=5)
+    assert torch.equal(a, langevin(net, x, 3, 0.3, 1.0, seed=5))
+    assert not torch.equal(a, langevin(net, x, 3, 0.3, 1.0, seed=6))
+    assert not torch.equal(a, x)
+
+
+def test_langevin_continues_where_it_stopped():
+    net = GenerativeConvNet.texture(1)
+    x = torch.randn(2, 1, 36, 36) * 30
+    half = langevin(net, x, 2, 0.3, 1.0, seed=1)
+    assert torch.equal(langevin(net, half, 2, 0.3, 1.0, seed=1, first_step=2), langevin(net, x, 4, 0.3, 1.0, seed=1))
+
+
+def test_one_step_noise_has_mean_zero_and_variance_eps_squared():
+    eps = 0.7
+    x = langevin(_dead_net(), torch.zeros(256, 1, 16, 16), 1, eps, 1.0, seed=0).double().flatten()
+    n = x.numel()
+    assert abs(x.mean().item()) < 5 * eps / n**0.5
+    assert abs(x.var().item() / eps**2 - 1) < 5 * (2 / n) ** 0.5
+
+
+def test_chains_reach_the_reference_gaussian_with_the_discretisation_variance():
+    # With B = 0, x <- a x + eps Z with a = 1 - eps^2 / (2 sigma^2): stationary variance eps^2 / (1 - a^2).
+    eps, sigma, steps = 1.0, 1.5, 60
+    x = langevin(_dead_net(), torch.zeros(64, 1, 16, 16), steps, eps, sigma, seed=2).double()
+    a = 1 - eps**2 / (2 * sigma**2)
+    expected = eps**2 * (1 - a ** (2 * steps)) / (1 - a**2)
+    n = x.numel()
+    assert abs(x.mean().item()) < 5 * expected**0.5 / n**0.5
+    assert abs(x.var().item() / expected - 1) < 5 * (2 / n) ** 0.5

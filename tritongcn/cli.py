@@ -1,0 +1,119 @@
+"""The `tritongcn` command line. torch is imported inside commands so that `--help` is instant."""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+DEFAULTS = dict(image_size=224, sample_size=112, chains=4, langevin_steps=10, step_size=0.3, sigma=1.0,
+                iterations=300, layers=3, lr=0.001, seed=0)
+
+
+def _positive_float(ctx, param, value):
+    if value is None:
+        return value
+    if not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a positive finite number, got {value}")
+    return value
+
+
+@click.group()
+@click.version_option(__version__, prog_name="tritongcn")
+def main():
+    """Learn generative ConvNets from a few images and sample from them."""
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: runs/<image name>].")
+@click.option("--image-size", type=click.IntRange(8, 4096), default=DEFAULTS["image_size"], show_default=True,
+              help="Training image: shorter side resized to this, then a centred square crop.")
+@click.option("--sample-size", type=click.IntRange(8, 4096), default=DEFAULTS["sample_size"],
+              show_default=True, help="Side of the synthesized images.")
+@click.option("--chains", type=click.IntRange(1, 1 << 20), default=DEFAULTS["chains"], show_default=True,
+              help="Persistent Langevin chains (samples).")
+@click.option("--langevin-steps", type=click.IntRange(1, 10000), default=DEFAULTS["langevin_steps"],
+              show_default=True, help="Langevin steps between weight updates (L).")
+@click.option("--step-size", type=float, default=DEFAULTS["step_size"], show_default=True,
+              callback=_positive_float, help="Langevin step size eps, on the [0, 255] pixel scale.")
+@click.option("--sigma", type=float, default=DEFAULTS["sigma"], show_default=True, callback=_positive_float,
+              help="Standard deviation of the Gaussian reference distribution.")
+@click.option("--iterations", type=click.IntRange(1, 10**7), default=DEFAULTS["iterations"],
+              show_default=True, help="Weight updates per grown layer.")
+@click.option("--layers", type=click.IntRange(1, 3), default=DEFAULTS["layers"], show_default=True,
+              help="Layers of the texture net, grown one at a time.")
+@click.option("--lr", type=float, default=DEFAULTS["lr"], show_default=True, callback=_positive_float,
+              help="Learning rate.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=DEFAULTS["seed"], show_default=True,
+              help="Seed of the initial weights and the Langevin noise.")
+@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
+def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_size, sigma, iterations,
+          layers, lr, seed, device):
+    """Learn a texture model from IMAGE and write samples, a grid, metrics and the model to --out."""
+    import torch
+
+    from .io import InputError, load_image, preprocess
+    from .learn import LearnConfig, Learner
+    from .model import GenerativeConvNet
+
+    out_dir = out_dir or Path("runs") / image.stem
+    try:
+        raw = load_image(image)
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
+    field = GenerativeConvNet.texture(raw.shape[2]).receptive_field(layers)
+    if min(raw.shape[:2]) < field:
+        raise click.ClickException(
+            f"{image}: {raw.shape[1]}x{raw.shape[0]} pixels is smaller than the net's receptive field "
+            f"({field}x{field} for {layers} layers); use a larger image or fewer --layers")
+    for name, size in (("--image-size", image_size), ("--sample-size", sample_size)):
+        if size < field:
+            raise click.ClickException(f"{name} {size} is smaller than the receptive field ({field} px)")
+    try:
+        torch_device = torch.device(device)
+        torch.empty(0, device=torch_device)
+    except (RuntimeError, AssertionError) as err:
+        raise click.BadParameter(f"{device!r} is not a usable torch device ({err})", param_hint="--device")
+
+    config = LearnConfig(image_size=image_size, sample_size=sample_size, chains=chains,
+                         langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
+                         iterations=iterations, layers=layers, lr=lr, seed=seed, device=device)
+    training = preprocess(raw, image_size)
+    mean = training.mean(dim=(1, 2), keepdim=True)  # the release subtracts the image's mean colour
+    learner = Learner((training - mean).unsqueeze(0), config)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    start = time.perf_counter()
+    metrics_path = out_dir / "metrics.jsonl"
+    with open(metrics_path, "w") as metrics_file, click.progressbar(
+            length=learner.total_iterations, label="learning", show_eta=True,
+            item_show_func=lambda r: r) as bar:
+        for record in learner.run():
+            record["seconds"] = round(time.perf_counter() - start, 3)
+            records.append(record)
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+            bar.update(1, f"layer {record['layer']}/{layers} it {record['iteration']}/{iterations} "
+                          f"gap {record['gap']:+.3g} {record['seconds']:.0f}s")
+    _write_outputs(out_dir, learner, training, mean, records)
+    elapsed = time.perf_counter() - start
+    click.echo(f"done in {elapsed:.0f}s: {out_dir}/grid.png, {out_dir}/samples/, {out_dir}/model.pt")
+
+
+def _write_outputs(out_dir, learner, training, mean, records) -> None:
+    from .io import draw_learning_curve, make_grid, save_checkpoint, save_png
+
+    samples = (learner.chains.detach().cpu() + mean).clamp(0, 255)
+    sample_dir = out_dir / "samples"
+    sample_dir.mkdir(exist_ok=True)
+    for i, sample in enumerate(samples):
+        save_png(sample, sample_dir / f"{i:04d}.png")
+    save_png(make_grid(training, samples), out_dir / "grid.png")
+    draw_learning_curve(records, out_dir / "learning_curve.png")
+    save_checkpoint({**learner.state_dict(), "mean": mean.reshape(-1).clone()}, out_dir / "model.pt")

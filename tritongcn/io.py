@@ -1,0 +1,221 @@
+"""Images in and out, grids, learning curves and checkpoints."""
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
+CHECKPOINT_FORMAT = "tritongcn.model"
+
+
+class InputError(ValueError):
+    """A problem with what the user gave us, worded for a one-line message."""
+
+
+def load_image(path) -> np.ndarray:
+    """Read an image as float32 (H, W, C) in [0, 255], C = 1 for grayscale input and 3 for colour."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            grayscale = im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+            if im.mode.startswith("I") or im.mode == "F":
+                # 16-bit and float grayscale: scale the full range to [0, 255].
+                arr = np.asarray(im, dtype=np.float32)
+                peak = 65535.0 if arr.max() > 255 else 255.0
+                arr = arr * (255.0 / peak)
+            else:
+                arr = np.asarray(im.convert("L" if grayscale else "RGB"), dtype=np.float32)
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image file") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"{path}: unreadable image ({err})") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr
+
+
+def preprocess(image: np.ndarray, size: int) -> torch.Tensor:
+    """(C, size, size) float tensor: shorter side resized to `size`, then a centred square crop (the paper)."""
+    h, w, c = image.shape
+    scale = size / min(h, w)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    channels = []
+    for k in range(c):
+        # Resample each channel as a float image so no precision is lost before the crop.
+        im = Image.fromarray(image[:, :, k].astype(np.float32), mode="F")
+        channels.append(np.asarray(im.resize((new_w, new_h), Image.Resampling.LANCZOS)))
+    arr = np.stack(channels, axis=0)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    arr = np.clip(arr[:, top:top + size, left:left + size], 0.0, 255.0)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """A (C, H, W) tensor in [0, 255] (C = 1 or 3) as an 8-bit PIL image."""
+    arr = image.detach().cpu().float().clamp(0, 255).round().to(torch.uint8).numpy()
+    if arr.shape[0] == 1:
+        return Image.fromarray(arr[0], mode="L")
+    return Image.fromarray(np.transpose(arr, (1, 2, 0)), mode="RGB")
+
+
+def atomic_save(write, path) -> None:
+    """Write `path` through a temporary file in the same folder and rename it: never half-written."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_png(image, path) -> None:
+    img = to_pil(image) if isinstance(image, torch.Tensor) else image
+    atomic_save(lambda tmp: img.save(tmp, format="PNG"), path)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType scaling
+        return ImageFont.load_default()
+
+
+def make_grid(training: torch.Tensor, samples: torch.Tensor, gap: int = 8) -> Image.Image:
+    """The training image on the left, the samples in a near-square grid on the right, with captions."""
+    n, c, h, w = samples.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    train = to_pil(training)
+    caption = 22
+    width = gap + train.width + 2 * gap + cols * w + (cols - 1) * (gap // 2) + gap
+    height = caption + max(train.height, rows * h + (rows - 1) * (gap // 2)) + gap
+    mode = "L" if c == 1 else "RGB"
+    grid = Image.new(mode, (width, height), 255 if c == 1 else (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    font = _font(14)
+    draw.text((gap, 4), "training image", fill=0 if c == 1 else (0, 0, 0), font=font)
+    grid.paste(train, (gap, caption))
+    x0 = gap + train.width + 2 * gap
+    draw.text((x0, 4), f"{n} samples, {w}x{h}", fill=0 if c == 1 else (0, 0, 0), font=font)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        grid.paste(to_pil(samples[i]), (x0 + q * (w + gap // 2), caption + r * (h + gap // 2)))
+    return grid
+
+
+def _nice_ticks(lo: float, hi: float, count: int = 5) -> list:
+    if not math.isfinite(lo) or not math.isfinite(hi):
+        return []
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / count
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=raw)
+    start = math.ceil(lo / step) * step
+    return [start + i * step for i in range(int((hi - start) / step) + 1)]
+
+
+def _plot_panel(draw, box, xs, ys, title, color, boundaries, font, log=False) -> None:
+    left, top, right, bottom = box
+    black, grey = (0, 0, 0), (200, 200, 200)
+    draw.text((left, top - 22), title, fill=black, font=font)
+    values = [math.log10(v) if log else v for v in ys if math.isfinite(v) and (v > 0 or not log)]
+    if not values:
+        draw.rectangle(box, outline=black)
+        return
+    # A robust range (2nd to 98th percentile): one spike when a layer is added must not flatten the rest.
+    ordered = sorted(values)
+    lo, hi = ordered[int(0.02 * (len(ordered) - 1))], ordered[int(0.98 * (len(ordered) - 1))]
+    if log:
+        lo, hi = math.floor(lo), math.ceil(hi)
+    pad = (hi - lo) * 0.05 or 1.0
+    lo, hi = (lo, hi) if log and hi > lo else (lo - pad, hi + pad)
+    x_lo, x_hi = min(xs), max(max(xs), min(xs) + 1)
+
+    def px(x, y):
+        y = min(max(y, lo), hi)  # outliers are drawn on the frame
+        return (left + (x - x_lo) / (x_hi - x_lo) * (right - left),
+                bottom - (y - lo) / (hi - lo) * (bottom - top))
+
+    ticks = list(range(int(lo), int(hi) + 1)) if log else _nice_ticks(lo, hi)
+    for t in ticks:
+        _, y = px(x_lo, t)
+        draw.line([(left, y), (right, y)], fill=grey)
+        label = f"1e{t}" if log else f"{t:.4g}"
+        draw.text((left - 8, y), label, fill=black, font=font, anchor="rm")
+    for b in boundaries:
+        x, _ = px(b, lo)
+        draw.line([(x, top), (x, bottom)], fill=(150, 150, 220), width=1)
+    for t in _nice_ticks(x_lo, x_hi):
+        x, _ = px(t, lo)
+        draw.text((x, bottom + 6), f"{t:.0f}", fill=black, font=font, anchor="mt")
+    if not log and lo < 0 < hi:
+        _, y0 = px(x_lo, 0.0)
+        draw.line([(left, y0), (right, y0)], fill=(120, 120, 120), width=1)
+    points = [px(x, math.log10(y) if log else y) for x, y in zip(xs, ys)
+              if math.isfinite(y) and (y > 0 or not log)]
+    if len(points) > 1:
+        draw.line(points, fill=color, width=2)
+    draw.rectangle(box, outline=black)
+
+
+def draw_learning_curve(records: list, path) -> None:
+    """Score gap and gradient norm against iterations, one panel each, layer changes marked."""
+    width, height = 900, 620
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    font = _font(14)
+    xs = list(range(1, len(records) + 1))
+    boundaries = [i + 0.5 for i in range(1, len(records)) if records[i]["layer"] != records[i - 1]["layer"]]
+    gaps = [r["gap"] for r in records]
+    norms = [r["grad_norm"] for r in records]
+    _plot_panel(draw, (90, 50, width - 30, 270), xs, gaps,
+                "score gap: mean f(observed) - mean f(synthesized), per position (2-98% range)", (200, 60, 30),
+                boundaries, font)
+    _plot_panel(draw, (90, 350, width - 30, 570), xs, norms,
+                "weight gradient norm (before clipping), log scale", (30, 90, 200), boundaries, font,
+                log=True)
+    draw.text((width // 2, height - 18), "iteration (blue lines: a new layer starts)", fill=(0, 0, 0),
+              font=font, anchor="mm")
+    atomic_save(lambda tmp: img.save(tmp, format="PNG"), path)
+
+
+def write_jsonl(records: list, path) -> None:
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_save(lambda tmp: Path(tmp).write_text(text), path)
+
+
+def save_checkpoint(state: dict, path) -> None:
+    """Save a checkpoint dict (plain types and tensors only, so weights_only loading works) atomically."""
+    from . import __version__
+
+    payload = {"format": CHECKPOINT_FORMAT, "version": __version__, **state}
+    atomic_save(lambda tmp: torch.save(payload, tmp), path)
+
+
+def load_checkpoint(path) -> dict:
+    """Load a checkpoint without running any code from the file (torch's weights_only loader)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for foreign or damaged files
+        raise InputError(f"{path}: not a readable tritongcn model ({type(err).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not a tritongcn model file")
+    return state

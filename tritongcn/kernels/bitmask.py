@@ -1,0 +1,54 @@
+"""Packing ReLU activation patterns into bits, and unpacking them.
+
+Layout shared by every backend: for a pre-activation tensor of shape (N, K, H, W), the mask is an int32
+tensor of shape (N, ceil(K / 32), H, W) whose word [n, g, h, w] holds unit (n, 32 g + j, h, w) in bit j.
+Packing along channels suits the implicit-GEMM convolution: a tile of 32 output channels at one output
+position becomes one word in the epilogue, and the transposed pass gates a channel tile with one load.
+"""
+
+import torch
+
+BITS_PER_WORD = 32
+
+
+def words_for(channels: int) -> int:
+    """Number of int32 words needed to hold `channels` bits."""
+    return (channels + BITS_PER_WORD - 1) // BITS_PER_WORD
+
+
+def mask_shape(shape) -> tuple:
+    """Shape of the packed mask for a pre-activation tensor of `shape` (N, K, H, W)."""
+    n, k, h, w = shape
+    return (n, words_for(k), h, w)
+
+
+def _bit_values(device) -> torch.Tensor:
+    # 1 << j for j = 0..31 as int32; 1 << 31 is -2**31, which is still the right bit pattern.
+    return torch.bitwise_left_shift(torch.ones(BITS_PER_WORD, dtype=torch.int32, device=device),
+                                     torch.arange(BITS_PER_WORD, dtype=torch.int32, device=device))
+
+
+def pack_mask(active: torch.Tensor) -> torch.Tensor:
+    """Pack a boolean (N, K, H, W) tensor into the int32 layout above."""
+    if active.dim() != 4:
+        raise ValueError(f"pack_mask expects a 4-d (N, K, H, W) tensor, got shape {tuple(active.shape)}")
+    n, k, h, w = active.shape
+    groups = words_for(k)
+    pad = groups * BITS_PER_WORD - k
+    bits = active.to(torch.int32)
+    if pad:
+        bits = torch.nn.functional.pad(bits, (0, 0, 0, 0, 0, pad))
+    bits = bits.view(n, groups, BITS_PER_WORD, h, w) * _bit_values(active.device).view(1, 1, -1, 1, 1)
+    # The bits are distinct powers of two, so their int32 sum (wrapping at bit 31) is their bitwise OR.
+    return bits.sum(dim=2, dtype=torch.int32)
+
+
+def unpack_mask(mask: torch.Tensor, shape) -> torch.Tensor:
+    """The boolean (N, K, H, W) activation pattern stored in `mask`: equal to (pre-activation > 0)."""
+    shape = tuple(int(s) for s in shape)
+    if mask.dtype != torch.int32 or tuple(mask.shape) != mask_shape(shape):
+        raise ValueError(f"mask of dtype {mask.dtype} and shape {tuple(mask.shape)} does not hold "
+                         f"bits for shape {shape}: expected int32 {mask_shape(shape)}")
+    n, k, h, w = shape
+    bits = torch.bitwise_and(mask.unsqueeze(2), _bit_values(mask.device).view(1, 1, -1, 1, 1)) != 0
+    return bits.view(n, -1, h, w)[:, :k]

@@ -1,0 +1,24 @@
+"""Convolution + bias + ReLU that also returns the activation pattern as packed bits.
+
+The bits are all the backward pass of the generative ConvNet needs from the forward pass (DESIGN.md §1):
+B = dF/dI is a top-down deconvolution gated by them, so no float activation is kept between the passes.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from .bitmask import pack_mask
+
+
+def conv_relu_mask_torch(x, w, b=None, stride=1, padding=0, need_output=True):
+    """Reference and CPU path: (relu(conv2d(x, w, b)), packed bits of conv2d(x, w, b) > 0).
+
+    With `need_output=False` the float output is not returned (None): the top layer of the texture
+    model needs only its bits.
+    """
+    pre = F.conv2d(x, w, b, stride=stride, padding=padding)
+    # `pre > 0` is False for 0 and for NaN; NaN is carried by the float output (relu keeps NaN).
+    mask = pack_mask(pre > 0)
+    if not need_output:
+        return None, mask
+    return torch.relu_(pre), mask
