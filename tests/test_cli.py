@@ -94,3 +94,39 @@ def test_image_smaller_than_receptive_field(tmp_path):
     # With one layer the receptive field is 15 px, so the same image is accepted.
     result = CliRunner().invoke(main, ["learn", str(small), "--out", str(out), "--layers", "1", *TINY])
     assert result.exit_code == 0, result.output
+
+
+def test_an_earlier_run_is_not_overwritten_unless_asked(tmp_path):
+    image = _texture(tmp_path / "tex.png")
+    out = tmp_path / "run"
+    assert CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY]).exit_code == 0
+    before = (out / "model.pt").read_bytes()
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--seed", "1"])
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert (out / "model.pt").read_bytes() == before
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--seed", "1",
+                                       "--overwrite"])
+    assert result.exit_code == 0 and (out / "model.pt").read_bytes() != before
+
+
+def test_periodic_sample_size_must_fit_the_stride(tmp_path):
+    image = _texture(tmp_path / "tex.png")
+    out = tmp_path / "run"
+    args = ["learn", str(image), "--out", str(out), *TINY, "--sample-size", "40"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "multiple of" in result.output and "39" in result.output
+    assert not out.exists()
+    result = CliRunner().invoke(main, args + ["--zero-padding"])  # the release geometry takes any size
+    assert result.exit_code == 0, result.output
+    with Image.open(out / "samples" / "0000.png") as im:
+        assert im.size == (40, 40)
+
+
+@pytest.mark.parametrize("option,value", [("--chains", "0"), ("--step-size", "-0.3"), ("--sigma", "nan"),
+                                          ("--lr", "0"), ("--iterations", "-1"), ("--sample-size", "0")])
+def test_nonsense_options_are_usage_errors(tmp_path, option, value):
+    image = _texture(tmp_path / "tex.png")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), option, value])
+    assert result.exit_code == 2 and option in result.output
+    assert not out.exists()

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .config import LearnConfig
 
-DEFAULTS = dict(image_size=224, sample_size=112, chains=4, langevin_steps=10, step_size=0.3, sigma=1.0,
-                iterations=300, layers=3, lr=0.001, seed=0)
+DEFAULTS = LearnConfig().to_dict()
 
 
 def _positive_float(ctx, param, value):
@@ -51,22 +51,31 @@ def main():
               help="Learning rate.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=DEFAULTS["seed"], show_default=True,
               help="Seed of the initial weights and the Langevin noise.")
-@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
+@click.option("--periodic/--zero-padding", default=DEFAULTS["periodic"], show_default=True,
+              help="Synthesize on the torus (seamless tiles, no flat border; data scored by their interior) "
+                   "or with the release's zero padding everywhere.")
+@click.option("--device", default="auto", show_default=True,
+              help="Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
+@click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_size, sigma, iterations,
-          layers, lr, seed, device):
+          layers, lr, seed, periodic, device, overwrite):
     """Learn a texture model from IMAGE and write samples, a grid, metrics and the model to --out."""
     import torch
 
     from .io import InputError, load_image, preprocess
-    from .learn import LearnConfig, Learner
+    from .learn import Learner
     from .model import GenerativeConvNet
 
     out_dir = out_dir or Path("runs") / image.stem
+    if (out_dir / "model.pt").exists() and not overwrite:
+        raise click.ClickException(f"{out_dir} already holds a run (model.pt): pass --overwrite or "
+                                   "choose another --out")
     try:
         raw = load_image(image)
     except InputError as err:
         raise click.ClickException(str(err)) from None
-    field = GenerativeConvNet.texture(raw.shape[2]).receptive_field(layers)
+    geometry = GenerativeConvNet.texture(raw.shape[2], depth=layers)
+    field = geometry.receptive_field()
     if min(raw.shape[:2]) < field:
         raise click.ClickException(
             f"{image}: {raw.shape[1]}x{raw.shape[0]} pixels is smaller than the net's receptive field "
@@ -74,15 +83,22 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
     for name, size in (("--image-size", image_size), ("--sample-size", sample_size)):
         if size < field:
             raise click.ClickException(f"{name} {size} is smaller than the receptive field ({field} px)")
+    stride = geometry.total_stride()
+    if periodic and sample_size % stride:
+        raise click.BadParameter(f"{sample_size} is not a multiple of the net's total stride {stride}, "
+                                 f"which periodic samples need (try {sample_size // stride * stride})",
+                                 param_hint="--sample-size")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        torch_device = torch.device(device)
-        torch.empty(0, device=torch_device)
+        torch.empty(0, device=torch.device(device))
     except (RuntimeError, AssertionError) as err:
         raise click.BadParameter(f"{device!r} is not a usable torch device ({err})", param_hint="--device")
 
     config = LearnConfig(image_size=image_size, sample_size=sample_size, chains=chains,
                          langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
-                         iterations=iterations, layers=layers, lr=lr, seed=seed, device=device)
+                         iterations=iterations, layers=layers, lr=lr, seed=seed, periodic=periodic,
+                         device=device)
     training = preprocess(raw, image_size)
     mean = training.mean(dim=(1, 2), keepdim=True)  # the release subtracts the image's mean colour
     learner = Learner((training - mean).unsqueeze(0), config)
@@ -95,7 +111,6 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
             length=learner.total_iterations, label="learning", show_eta=True,
             item_show_func=lambda r: r) as bar:
         for record in learner.run():
-            record["seconds"] = round(time.perf_counter() - start, 3)
             records.append(record)
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()

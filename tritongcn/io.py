@@ -29,9 +29,9 @@ def load_image(path) -> np.ndarray:
             im.load()
             grayscale = im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
             if im.mode.startswith("I") or im.mode == "F":
-                # 16-bit and float grayscale: scale the full range to [0, 255].
+                # 16-bit, 32-bit and float grayscale: scale the format's range to [0, 255].
                 arr = np.asarray(im, dtype=np.float32)
-                peak = 65535.0 if arr.max() > 255 else 255.0
+                peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
                 arr = arr * (255.0 / peak)
             else:
                 arr = np.asarray(im.convert("L" if grayscale else "RGB"), dtype=np.float32)

@@ -5,57 +5,13 @@ moves the weights along mean_obs df/dw - mean_syn df/dw: the observed images' sc
 synthesized images' score goes down until the model's samples match the data's statistics.
 """
 
-import math
 import time
-from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from .config import LearnConfig
 from .model import GenerativeConvNet
 from .sampler import langevin
-
-
-@dataclass
-class LearnConfig:
-    image_size: int = 224  # training image: shorter side resized to this, then a centred square crop
-    sample_size: int = 112  # side of the synthesized chains (the model is convolutional: any size works)
-    chains: int = 4  # persistent Langevin chains
-    langevin_steps: int = 10  # L, Langevin steps per weight update (release: 10)
-    step_size: float = 0.3  # Langevin eps on the [0, 255] pixel scale (release: 0.3)
-    sigma: float = 1.0  # reference Gaussian's standard deviation (release: 1)
-    iterations: int = 300  # weight updates per grown layer
-    layers: int = 3  # layers of the texture net grown one at a time
-    lr: float = 0.001  # learning rate (release SGD: 0.0008 to 0.001); biases use twice this
-    optimizer: str = "sgd"  # "sgd": the release's plain SGD; "adam": Adam with beta1 0.5 (the group's later code)
-    periodic: bool = False  # chains on the torus and data by their interior (see GenerativeConvNet.boundary)
-    weight_decay: float = 1e-4  # release: 1e-4
-    clip: float = 20.0  # rescale each parameter's gradient so its largest entry is at most this
-    seed: int = 0  # weights' initialisation and Langevin noise
-    device: str = "cpu"
-    backend: str = "auto"  # kernel backend for the sampler (see tritongcn.kernels)
-
-    def check(self) -> None:
-        """Raise ValueError naming the first setting that cannot work."""
-        positive_ints = ("image_size", "sample_size", "chains", "langevin_steps", "iterations", "layers")
-        for name in positive_ints:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("step_size", "sigma", "lr", "clip"):
-            value = float(getattr(self, name))
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {value}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LearnConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
@@ -90,6 +46,7 @@ class Learner:
                 raise ValueError(f"the texture net has {len(model.layers)} layers, asked for {config.layers}")
             model.depth = 1
         self.model = model.to(self.device)
+        self.project_filters()
         self.optimizer = self._make_optimizer()
         # Periodic chains have no border, so the data are scored by their interior only ("valid"): both
         # sides then measure the same thing, the responses of filters that see nothing but texture.
@@ -101,6 +58,7 @@ class Learner:
         self.layer = self.model.depth  # layer being grown, 1-based
         self.iteration = 0  # iterations done in the current layer
         self.langevin_steps_done = 0  # drives the noise counters of the persistent chains
+        self.seconds = 0.0  # time spent in iterations so far
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -113,13 +71,23 @@ class Learner:
             return torch.optim.Adam(groups, lr=c.lr, betas=(0.5, 0.999))
         return torch.optim.SGD(groups, lr=c.lr, momentum=0.0)
 
+    @torch.no_grad()
+    def project_filters(self) -> None:
+        """Make each first-layer filter sum to zero over its channels and taps (if configured).
+
+        A filter with a DC component responds to the brightness of a whole region. Learning then grows it
+        wherever the data have bright patches, and the model gains a brightness mode that Langevin chains
+        started at the mean image never reach: the gap stays open, the DC keeps growing and the samples
+        collapse to flat patches (a low-contrast wood texture came out as its mean colour). Zero-mean
+        filters see structure and colour contrasts, not the grey level the data's mean already gives.
+        """
+        if self.config.zero_mean_filters:
+            weight = self.model.convs[0].weight
+            weight.sub_(weight.mean(dim=(1, 2, 3), keepdim=True))
+
     @property
     def total_iterations(self) -> int:
         return self.config.iterations * self.config.layers
-
-    @property
-    def iterations_done(self) -> int:
-        return (self.layer - 1) * self.config.iterations + self.iteration
 
     def step(self) -> dict:
         """One iteration: L Langevin steps on the chains, then one weight update."""
@@ -142,23 +110,22 @@ class Learner:
             if largest > c.clip:
                 p.grad.mul_(c.clip / largest)
         self.optimizer.step()
+        self.project_filters()
 
         self.iteration += 1
-        record = {"layer": self.layer, "iteration": self.iteration, "f_obs": f_obs.item(),
-                  "f_syn": f_syn.item(), "gap": (f_obs - f_syn).item(), "grad_norm": grad_norm,
-                  "iteration_seconds": time.perf_counter() - start}
-        return record
+        self.seconds += time.perf_counter() - start
+        return {"layer": self.layer, "iteration": self.iteration, "f_obs": f_obs.item(),
+                "f_syn": f_syn.item(), "gap": (f_obs - f_syn).item(), "grad_norm": grad_norm,
+                "seconds": round(self.seconds, 3)}
 
     def run(self):
         """Yield one metrics dict per iteration until every layer is grown and refined."""
-        c = self.config
-        while self.layer <= c.layers:
-            if self.model.depth != self.layer:
-                self.model.depth = self.layer
-            while self.iteration < c.iterations:
+        while True:
+            self.model.depth = self.layer
+            while self.iteration < self.config.iterations:
                 yield self.step()
-            if self.layer == c.layers:
-                break
+            if self.layer >= self.config.layers:
+                return
             self.layer += 1
             self.iteration = 0
 
@@ -166,4 +133,4 @@ class Learner:
         return {"config": self.config.to_dict(), "model_config": self.model.config(),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "chains": self.chains.detach().cpu(), "layer": self.layer, "iteration": self.iteration,
-                "langevin_steps_done": self.langevin_steps_done}
+                "langevin_steps_done": self.langevin_steps_done, "seconds": self.seconds}

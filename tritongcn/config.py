@@ -1,0 +1,48 @@
+"""Learning settings. Kept free of torch so that the command line can read defaults instantly."""
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class LearnConfig:
+    image_size: int = 224  # training image: shorter side resized to this, then a centred square crop
+    sample_size: int = 114  # side of the synthesized chains (the model is convolutional: any size works)
+    chains: int = 4  # persistent Langevin chains
+    langevin_steps: int = 10  # L, Langevin steps per weight update (release: 10)
+    step_size: float = 0.3  # Langevin eps on the [0, 255] pixel scale (release: 0.3)
+    sigma: float = 1.0  # reference Gaussian's standard deviation (release: 1)
+    iterations: int = 300  # weight updates per grown layer
+    layers: int = 3  # layers of the texture net grown one at a time
+    lr: float = 0.001  # learning rate (release SGD: 0.0008 to 0.001); biases use twice this
+    optimizer: str = "sgd"  # "sgd": the release's plain SGD; "adam": Adam with beta1 0.5 (the group's later code)
+    periodic: bool = True  # chains on the torus and data by their interior (see GenerativeConvNet.boundary)
+    zero_mean_filters: bool = True  # keep first-layer filters zero-mean (see Learner.project_filters)
+    weight_decay: float = 1e-4  # release: 1e-4
+    clip: float = 20.0  # rescale each parameter's gradient so its largest entry is at most this
+    seed: int = 0  # weights' initialisation and Langevin noise
+    device: str = "cpu"
+    backend: str = "auto"  # kernel backend for the sampler (see tritongcn.kernels)
+
+    def check(self) -> None:
+        """Raise ValueError naming the first setting that cannot work."""
+        positive_ints = ("image_size", "sample_size", "chains", "langevin_steps", "iterations", "layers")
+        for name in positive_ints:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("step_size", "sigma", "lr", "clip"):
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LearnConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
