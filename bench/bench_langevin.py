@@ -34,6 +34,16 @@ def autograd_langevin(model, x, steps, step_size, sigma, seed):
     return x.detach()
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _timed(fn, repeats, device):
     times = []
     for _ in range(repeats):
@@ -62,7 +72,7 @@ def main():
     with torch.no_grad():
         for conv in model.convs:  # biases of both signs, as after learning, so the bits are mixed
             conv.bias.normal_(0.0, 1.0)
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    machine = f"{_cpu_name()}, {torch.get_num_threads()} threads"
     if device.type == "cuda":
         machine = torch.cuda.get_device_name(device)
     print(f"{'chains':>6} {'size':>5} {'tritongcn chain-steps/s':>24} {'autograd chain-steps/s':>23} {'ratio':>6}")

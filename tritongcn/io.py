@@ -68,6 +68,12 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(np.transpose(arr, (1, 2, 0)), mode="RGB")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(write, path) -> None:
     """Write `path` through a temporary file in the same folder and rename it: never half-written."""
     path = Path(path)
@@ -75,6 +81,7 @@ def atomic_save(write, path) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -33,8 +33,8 @@ RELEASE_INIT_STD = 0.01
 def torus_padding(spec: LayerSpec) -> tuple:
     """(before, after) circular padding that makes a layer a convolution on the torus.
 
-    k - s pixels in all give exactly size / s outputs, each pixel seen by the same number of filters;
-    the release's zero padding would leave a seam where the image wraps around.
+    k - s pixels in all give exactly size / s outputs and every pixel is seen by the same number of
+    filters; wrapping with the layer spec's own padding would leave a seam where the image meets itself.
     """
     total = spec.kernel_size - spec.stride
     return total // 2, total - total // 2
