@@ -130,3 +130,34 @@ def test_nonsense_options_are_usage_errors(tmp_path, option, value):
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), option, value])
     assert result.exit_code == 2 and option in result.output
     assert not out.exists()
+
+
+def test_output_folder_that_cannot_be_made(tmp_path):
+    image = _texture(tmp_path / "tex.png")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(blocker / "sub"), *TINY])
+    _assert_clean_failure(result, blocker / "sub", "cannot create the output folder")
+
+
+def test_nan_pixels_are_refused(tmp_path):
+    path = tmp_path / "nan.tif"
+    arr = np.full((48, 48), 0.5, dtype=np.float32)
+    arr[5, 5] = np.nan
+    Image.fromarray(arr, mode="F").save(path)
+    out = tmp_path / "run"
+    _assert_clean_failure(CliRunner().invoke(main, ["learn", str(path), "--out", str(out)]), out, "NaN")
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 48 x 48 image is then over twice the limit
+    image = _texture(tmp_path / "tex.png")
+    out = tmp_path / "run"
+    _assert_clean_failure(CliRunner().invoke(main, ["learn", str(image), "--out", str(out)]), out, "safety limit")
+
+
+def test_a_device_that_cannot_run_is_a_usage_error(tmp_path):
+    image = _texture(tmp_path / "tex.png")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), "--device", "meta"])
+    assert result.exit_code == 2 and "--device" in result.output and not out.exists()

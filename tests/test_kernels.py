@@ -28,9 +28,20 @@ def test_pack_unpack_roundtrip_and_one_bit_per_unit(k):
     mask = pack_mask(active)
     assert mask.dtype == torch.int32
     assert tuple(mask.shape) == mask_shape(active.shape) == (3, (k + 31) // 32, 5, 7)
-    # Storage is 32 bits per word and one word per 32 channels: 1 bit per unit up to the last word's padding.
-    assert mask.numel() * 32 == 3 * 5 * 7 * 32 * ((k + 31) // 32)
+    # Bits of storage per unit: exactly 1 when K fills whole words, else the last word's unused bits.
+    storage_bits = mask.numel() * mask.element_size() * 8
+    assert storage_bits == active.numel() + 3 * 5 * 7 * (-k % 32)
     assert torch.equal(unpack_mask(mask, active.shape), active)
+
+
+def test_bit_layout_is_channel_j_in_bit_j_of_word_j_div_32():
+    # The layout every backend shares (a Triton kernel must produce the same words).
+    active = torch.zeros(1, 40, 1, 2, dtype=torch.bool)
+    active[0, 31, 0, 0] = True  # bit 31 of word 0: the sign bit
+    active[0, 33, 0, 1] = True  # bit 1 of word 1
+    mask = pack_mask(active)
+    assert mask[0, :, 0, 0].tolist() == [-(2**31), 0]
+    assert mask[0, :, 0, 1].tolist() == [0, 2]
 
 
 def test_unpack_rejects_a_mask_of_the_wrong_shape():

@@ -65,3 +65,17 @@ def test_the_first_iteration_raises_the_observed_score_against_the_synthesized()
 def test_bad_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         Learner(_observed(), LearnConfig(**{**TINY, field: value}))
+
+
+def test_an_image_too_small_for_the_top_layer_fails_at_once():
+    small = _observed()[:, :, :30, :30]  # 30 px < the 33 px receptive field of three layers
+    with pytest.raises(ValueError, match="receptive field"):
+        Learner(small, LearnConfig(**{**TINY, "layers": 3}))
+    Learner(small, LearnConfig(**{**TINY, "layers": 2}))  # 27 px fits
+
+
+def test_non_finite_data_are_refused():
+    bad = _observed()
+    bad[0, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        Learner(bad, LearnConfig(**TINY))

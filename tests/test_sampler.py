@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from tritongcn import GenerativeConvNet, LayerSpec, langevin
@@ -44,3 +45,21 @@ def test_chains_reach_the_reference_gaussian_with_the_discretisation_variance():
     n = x.numel()
     assert abs(x.mean().item()) < 5 * expected**0.5 / n**0.5
     assert abs(x.var().item() / expected - 1) < 5 * (2 / n) ** 0.5
+
+
+def test_chains_advanced_in_chunks_equal_one_batch():
+    net = GenerativeConvNet.texture(1)
+    x = torch.randn(5, 1, 36, 36) * 30
+    whole = langevin(net, x, 3, 0.3, 1.0, seed=4, boundary="periodic")
+    parts = [langevin(net, x[a:b], 3, 0.3, 1.0, seed=4, boundary="periodic", chain_start=a, total_chains=5)
+             for a, b in ((0, 2), (2, 5))]
+    assert torch.equal(torch.cat(parts), whole)
+    # Without their place in the bank, two chunks would share noise: the first chain of each chunk
+    # would get chain 0's noise.
+    alone = langevin(net, x[2:5], 3, 0.3, 1.0, seed=4, boundary="periodic")
+    assert not torch.equal(alone, whole[2:5])
+
+
+def test_chain_start_outside_the_bank_is_refused():
+    with pytest.raises(ValueError, match="do not fit"):
+        langevin(_dead_net(), torch.zeros(3, 1, 8, 8), 1, 0.3, 1.0, chain_start=2, total_chains=4)

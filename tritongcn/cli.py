@@ -91,9 +91,11 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
+        if torch.device(device).type not in ("cpu", "cuda"):
+            raise RuntimeError("tritongcn runs on cpu and cuda devices")
         torch.empty(0, device=torch.device(device))
     except (RuntimeError, AssertionError) as err:
-        raise click.BadParameter(f"{device!r} is not a usable torch device ({err})", param_hint="--device")
+        raise click.BadParameter(f"{device!r} is not a usable device ({err})", param_hint="--device")
 
     config = LearnConfig(image_size=image_size, sample_size=sample_size, chains=chains,
                          langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
@@ -103,14 +105,17 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
     mean = training.mean(dim=(1, 2), keepdim=True)  # the release subtracts the image's mean colour
     learner = Learner((training - mean).unsqueeze(0), config)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise click.ClickException(f"cannot create the output folder {out_dir}: {err.strerror or err}")
     records = []
     start = time.perf_counter()
     metrics_path = out_dir / "metrics.jsonl"
     with open(metrics_path, "w") as metrics_file, click.progressbar(
             length=learner.total_iterations, label="learning", show_eta=True,
             item_show_func=lambda r: r) as bar:
-        for record in learner.run():
+        for record in _checked(learner.run()):
             records.append(record)
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
@@ -119,6 +124,14 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
     _write_outputs(out_dir, learner, training, mean, records)
     elapsed = time.perf_counter() - start
     click.echo(f"done in {elapsed:.0f}s: {out_dir}/grid.png, {out_dir}/samples/, {out_dir}/model.pt")
+
+
+def _checked(records):
+    """Learning records, with a divergence turned into a one-line error (metrics.jsonl keeps the history)."""
+    try:
+        yield from records
+    except FloatingPointError as err:
+        raise click.ClickException(str(err)) from None
 
 
 def _write_outputs(out_dir, learner, training, mean, records) -> None:

@@ -37,8 +37,13 @@ def load_image(path) -> np.ndarray:
                 arr = np.asarray(im.convert("L" if grayscale else "RGB"), dtype=np.float32)
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: declares more pixels than Pillow's safety limit "
+                         f"({Image.MAX_IMAGE_PIXELS}); refusing to decode it") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f"{path}: unreadable image ({err})") from None
+    if not np.isfinite(arr).all():
+        raise InputError(f"{path}: holds NaN or infinite pixel values")
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return arr

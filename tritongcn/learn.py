@@ -17,9 +17,10 @@ from .sampler import langevin
 def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
     """Mean over images of f / (number of top-layer positions).
 
-    Normalising by the spatial size is the release's gradient scaling (each layer's gradient divided by
-    its output's H x W); doing it per side keeps the gradient right when the chains are smaller than the
-    observed image, as the texture score is a sum over positions.
+    The texture score is a sum over positions, so dividing by their number makes observed and
+    synthesized images of different sizes comparable. Every layer's gradient is thus divided by the top
+    layer's H x W; the release divided each layer's by its own output's H x W, which for the texture net
+    is the same to within 10 %: only the first layer strides, and the later ones keep its output size.
     """
     _, _, h, w = model.output_shape(x.shape, boundary)
     return model.score(x, boundary).mean() / (h * w)
@@ -39,6 +40,8 @@ class Learner:
         if observed.dim() != 4:
             raise ValueError("observed images must be a (M, C, H, W) tensor")
         self.observed = observed.to(self.device, torch.float32)
+        if not torch.isfinite(self.observed).all():
+            raise ValueError("observed images hold NaN or infinite values")
         channels = self.observed.shape[1]
         if model is None:
             model = GenerativeConvNet.texture(channels, generator=torch.Generator().manual_seed(config.seed))
@@ -55,10 +58,21 @@ class Learner:
         # Chains start at 0, the mean image (the data are mean-subtracted).
         self.chains = torch.zeros(config.chains, channels, config.sample_size, config.sample_size,
                                   device=self.device)
+        self._check_geometry()
         self.layer = self.model.depth  # layer being grown, 1-based
         self.iteration = 0  # iterations done in the current layer
         self.langevin_steps_done = 0  # drives the noise counters of the persistent chains
         self.seconds = 0.0  # time spent in iterations so far
+
+    def _check_geometry(self) -> None:
+        """Fail now, not when the last layer is switched on, if an image is too small or ill-sized."""
+        depth = self.model.depth
+        self.model.depth = self.config.layers
+        try:
+            self.model.check_size(self.observed.shape, self.data_boundary)
+            self.model.check_size(self.chains.shape, self.chain_boundary)
+        finally:
+            self.model.depth = depth
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -101,6 +115,9 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         f_obs = per_position_score(self.model, self.observed, self.data_boundary)
         f_syn = per_position_score(self.model, self.chains, self.chain_boundary)
+        if not (torch.isfinite(f_obs) and torch.isfinite(f_syn)):
+            raise FloatingPointError(f"learning diverged at layer {self.layer}, iteration {self.iteration + 1}: "
+                                     "the scores are no longer finite; lower --lr or --step-size")
         # Gradient ascent on the log-likelihood = descent on f_syn - f_obs.
         (f_syn - f_obs).backward()
         params = [p for conv in self.model.active_convs() for p in conv.parameters()]

@@ -18,6 +18,10 @@ class LayerSpec:
     stride: int = 1
     padding: int = 0  # zero padding on every side
 
+    def __post_init__(self):
+        if min(self.out_channels, self.kernel_size, self.stride) < 1 or self.padding < 0:
+            raise ValueError(f"a layer needs out_channels, kernel_size, stride >= 1 and padding >= 0: {self}")
+
 
 # The paper's texture net with the MatConvNet release's padding (frame_config.m, add_bottom_filters.m).
 TEXTURE_LAYERS = (
@@ -37,6 +41,8 @@ def torus_padding(spec: LayerSpec) -> tuple:
     filters; wrapping with the layer spec's own padding would leave a seam where the image meets itself.
     """
     total = spec.kernel_size - spec.stride
+    if total < 0:
+        raise ValueError(f"a layer whose stride exceeds its kernel skips pixels and has no torus form: {spec}")
     return total // 2, total - total // 2
 
 
@@ -149,7 +155,8 @@ class GenerativeConvNet(nn.Module):
             return (*torus_padding(spec), 0)
         raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
 
-    def _check_size(self, shape, boundary: str) -> None:
+    def check_size(self, shape, boundary: str) -> None:
+        """Raise ValueError if images of `shape` cannot be scored under `boundary` at this depth."""
         if boundary == "periodic":
             step = self.total_stride()
             if shape[-1] % step or shape[-2] % step:
@@ -170,7 +177,7 @@ class GenerativeConvNet(nn.Module):
 
     def score(self, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
         """f(I) per image, shape (N,): differentiable by autograd (used for the weight gradient)."""
-        self._check_size(x.shape, boundary)
+        self.check_size(x.shape, boundary)
         h = x
         for spec, conv in zip(self.layers, self.active_convs()):
             before, after, pad = self._padding(spec, boundary)
@@ -191,7 +198,7 @@ class GenerativeConvNet(nn.Module):
         Only the packed bits of each layer survive the bottom-up pass (DESIGN.md §1, Theorem 1): B depends
         on I only through its activation pattern.
         """
-        self._check_size(x.shape, boundary)
+        self.check_size(x.shape, boundary)
         layers = list(zip(self.layers, self.active_convs()))
         masks, input_shapes = [], []
         h = x

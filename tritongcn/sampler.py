@@ -7,18 +7,26 @@ from .kernels import langevin_update
 
 @torch.no_grad()
 def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float, seed: int = 0,
-             backend: str = "auto", first_step: int = 0, boundary: str = "zero") -> torch.Tensor:
+             backend: str = "auto", first_step: int = 0, boundary: str = "zero", chain_start: int = 0,
+             total_chains: int | None = None) -> torch.Tensor:
     """Advance the chains `x` (N, C, H, W) by `steps` Langevin steps and return them (x is not modified).
 
-    Step t draws its noise from (seed, counters of step `first_step + t`): a learner that continues
-    persistent chains passes the number of steps already taken, so no noise is ever reused.
-    `boundary="periodic"` samples on the torus (see GenerativeConvNet): the chains tile seamlessly.
+    Noise counters: step t of chain n (of `total_chains`, default N) starts at
+    (t * total_chains + n) * chain_numel. A learner that continues persistent chains passes the number of
+    steps already taken as `first_step`, so no noise is reused; a caller that advances a bank of chains in
+    chunks passes each chunk's `chain_start` and the bank's `total_chains`, and gets the same chains as
+    one big batch would. `boundary="periodic"` samples on the torus (see GenerativeConvNet).
     """
     if steps < 0 or step_size <= 0 or sigma <= 0:
         raise ValueError("langevin needs steps >= 0, step_size > 0 and sigma > 0")
+    total_chains = x.shape[0] if total_chains is None else total_chains
+    if chain_start < 0 or chain_start + x.shape[0] > total_chains:
+        raise ValueError(f"chains {chain_start}..{chain_start + x.shape[0] - 1} do not fit in a bank of "
+                         f"{total_chains}")
     x = x.detach().clone()
-    numel = x.numel()
+    chain_numel = x[0].numel() if x.shape[0] else 0
     for t in range(first_step, first_step + steps):
         grad_f = model.grad_input(x, backend=backend, boundary=boundary)
-        x = langevin_update(x, grad_f, step_size, sigma, seed, offset=t * numel, backend=backend)
+        offset = (t * total_chains + chain_start) * chain_numel
+        x = langevin_update(x, grad_f, step_size, sigma, seed, offset=offset, backend=backend)
     return x

@@ -1,7 +1,8 @@
 """The kernel contract of DESIGN.md §3, dispatched by backend.
 
-`backend="torch"` is the reference and the CPU path. `backend="triton"` is reserved for the Triton kernels;
-`backend="auto"` picks the best backend for the tensors' device.
+`backend="torch"` is the reference and the CPU path. `backend="triton"` is reserved for the Triton kernels
+and refused until they are built; `backend="auto"` is meant to pick the best backend for the tensors'
+device and resolves to torch everywhere for now.
 """
 
 from .bitmask import mask_shape, pack_mask, unpack_mask

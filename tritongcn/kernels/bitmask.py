@@ -39,7 +39,7 @@ def pack_mask(active: torch.Tensor) -> torch.Tensor:
     if pad:
         bits = torch.nn.functional.pad(bits, (0, 0, 0, 0, 0, pad))
     bits = bits.view(n, groups, BITS_PER_WORD, h, w) * _bit_values(active.device).view(1, 1, -1, 1, 1)
-    # The bits are distinct powers of two, so their int32 sum (wrapping at bit 31) is their bitwise OR.
+    # The bits are distinct powers of two (1 << 31 is -2**31 in int32), so their sum is their bitwise OR.
     return bits.sum(dim=2, dtype=torch.int32)
 
 

@@ -2,9 +2,12 @@
 
     x <- x - step_size^2 / 2 * (x / sigma^2 - grad_f) + step_size * Z,   Z ~ N(0, 1)
 
-Noise is addressed by (seed, counter): element e of `x` in a call with `offset` has counter `offset + e`.
-A caller that gives each chain the counters of its place in the whole bank gets the same noise whether it
-advances the chains in one batch or in chunks.
+Noise is addressed by (seed, counter): element e of `x` in a call with `offset` has counter `offset + e`,
+so chain n of the call owns the counters from `offset + n * chain_numel`. A caller that gives each chain
+the counters of its place in the whole bank gets the same noise whether it advances the chains in one
+batch or in chunks. How a backend turns counters into normals is its own: the torch path keys one
+generator per chain by its first counter, so equal counters give equal noise on the same backend and
+device, and offsets that are not multiples of the chain size give unrelated noise, not shifted noise.
 """
 
 import torch
@@ -30,13 +33,14 @@ def chain_noise_torch(shape, seed: int, offset: int, dtype=torch.float32, device
     chain_numel = 1
     for s in shape[1:]:
         chain_numel *= s
-    out = torch.empty(shape, dtype=dtype)
-    gen = torch.Generator()
+    device = torch.device(device)
+    out = torch.empty(shape, dtype=dtype, device=device)
+    gen = torch.Generator(device=device)  # drawn where the chains live: no host-to-device copy
     for i in range(n):
         key = _splitmix64(_splitmix64(int(seed) & _MASK64) ^ ((int(offset) + i * chain_numel) & _MASK64))
         gen.manual_seed(key & ((1 << 63) - 1))
-        torch.randn(shape[1:], generator=gen, dtype=dtype, out=out[i])
-    return out.to(device)
+        torch.randn(shape[1:], generator=gen, dtype=dtype, device=device, out=out[i])
+    return out
 
 
 def langevin_update_torch(x, grad_f, step_size, sigma, seed, offset=0):

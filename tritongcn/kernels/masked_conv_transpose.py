@@ -21,6 +21,8 @@ def masked_conv_transpose_torch(g, mask, w, stride=1, padding=0, input_shape=Non
     `g` is the gradient arriving at the layer's ReLU output, or None for all ones (the top layer of the
     texture model, whose score is the plain sum of its responses). The result has `input_shape`.
     """
+    if input_shape is None:
+        raise ValueError("masked_conv_transpose needs input_shape, the shape of the layer's input")
     out_shape = conv_output_shape(input_shape, w.shape, stride, padding)
     gate = unpack_mask(mask, out_shape)
     gated = gate.to(w.dtype) if g is None else g * gate
