@@ -161,3 +161,14 @@ def test_a_device_that_cannot_run_is_a_usage_error(tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), "--device", "meta"])
     assert result.exit_code == 2 and "--device" in result.output and not out.exists()
+
+
+def test_divergence_stops_with_a_one_line_message(tmp_path):
+    image = _texture(tmp_path / "tex.png")
+    out = tmp_path / "run"
+    # A learning rate of 1e30 moves the clipped weights by 2e31 per entry: the scores overflow at once.
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--lr", "1e30"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "diverged" in errors[0] and "--lr" in errors[0]
+    assert not (out / "model.pt").exists()
