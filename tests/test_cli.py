@@ -172,3 +172,18 @@ def test_divergence_stops_with_a_one_line_message(tmp_path):
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "diverged" in errors[0] and "--lr" in errors[0]
     assert not (out / "model.pt").exists()
+
+
+def test_the_model_file_loads_and_foreign_files_are_refused(tmp_path):
+    from tritongcn.io import InputError, load_checkpoint
+
+    image = _texture(tmp_path / "tex.png")
+    out = tmp_path / "run"
+    assert CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY]).exit_code == 0
+    state = load_checkpoint(out / "model.pt")
+    assert state["format"] == "tritongcn.model" and state["layer"] == 3
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    for name in ("other.pt", "junk.pt", "missing.pt"):
+        with pytest.raises(InputError):
+            load_checkpoint(tmp_path / name)

@@ -1,6 +1,5 @@
 """Images in and out, grids, learning curves and checkpoints."""
 
-import json
 import math
 import os
 import tempfile
@@ -204,11 +203,6 @@ def draw_learning_curve(records: list, path) -> None:
     draw.text((width // 2, height - 18), "iteration (blue lines: a new layer starts)", fill=(0, 0, 0),
               font=font, anchor="mm")
     atomic_save(lambda tmp: img.save(tmp, format="PNG"), path)
-
-
-def write_jsonl(records: list, path) -> None:
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    atomic_save(lambda tmp: Path(tmp).write_text(text), path)
 
 
 def save_checkpoint(state: dict, path) -> None:
