@@ -145,3 +145,75 @@ def _write_outputs(out_dir, learner, training, mean, records) -> None:
     save_png(make_grid(training, samples), out_dir / "grid.png")
     draw_learning_curve(records, out_dir / "learning_curve.png")
     save_checkpoint({**learner.state_dict(), "mean": mean.reshape(-1).clone()}, out_dir / "model.pt")
+
+
+def _image_paths(paths):
+    """Files as given, and the PNG/JPEG files inside given folders, sorted."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        else:
+            found.append(path)
+    return found
+
+
+@main.command("eval")
+@click.argument("texture", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("samples", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--image-size", type=click.IntRange(8, 4096), default=DEFAULTS["image_size"], show_default=True,
+              help="TEXTURE is preprocessed as `learn` does: shorter side resized to this, centred crop.")
+@click.option("--crop", type=click.IntRange(28, 4096), default=None,
+              help="Side of the crops compared [default: the samples' side or half the texture's, "
+                   "whichever is smaller, rounded down to a multiple of 8].")
+@click.option("--crops", type=click.IntRange(2, 100000), default=64, show_default=True,
+              help="Crops drawn from each set.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Seed of the crops, noise baselines and projections.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def evaluate_command(texture, samples, image_size, crop, crops, seed, as_json):
+    """Texture statistics of SAMPLES (images or folders of them) against TEXTURE. Lower is better.
+
+    patch_swd: multi-scale sliced Wasserstein distance between 7x7 colour patch distributions.
+    ps_z: mean |z| of the Portilla-Simoncelli statistics of the luminance (needs the `eval` extra,
+    pip install 'tritongcn[eval]'). Real crops of the texture give the floor; random-phase noise with
+    the texture's spectrum and white noise give the scale.
+    """
+    import torch
+
+    from .evaluate import SMALLEST_CROP, evaluate, portilla_simoncelli_available
+    from .io import InputError, load_image, preprocess
+
+    try:
+        raw = load_image(texture)
+        paths = _image_paths(samples)
+        if not paths:
+            raise InputError("no PNG or JPEG images among the SAMPLES given")
+        images = [load_image(p) for p in paths]
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
+    if any(im.shape[2] != raw.shape[2] for im in images):
+        raise click.ClickException("the samples and the texture must both be grayscale or both colour")
+    sizes = {im.shape[:2] for im in images}
+    if len(sizes) != 1:
+        raise click.ClickException(f"the samples must all have one size, got {sorted(sizes)}")
+    side = min(next(iter(sizes)))
+    limit = min(side, image_size // 2)
+    if limit < SMALLEST_CROP or (crop and crop > limit):
+        raise click.ClickException(f"crops must be between {SMALLEST_CROP} px and {limit} px (the samples' "
+                                   f"side or half of --image-size)")
+    training = preprocess(raw, image_size)
+    stack = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im in images])
+    has_ps = portilla_simoncelli_available()
+    result = evaluate(training, stack, crop=crop, crops=crops, seed=seed, use_ps=has_ps)
+    result["samples_evaluated"] = len(images)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    columns = ["patch_swd"] + (["ps_z"] if has_ps else [])
+    click.echo(f"{len(images)} samples, {result['crops']} crops of {result['crop']} px; lower is better")
+    click.echo(f"{'':<14}" + "".join(f"{c:>11}" for c in columns))
+    for name in ("samples", "real_crops", "random_phase", "white_noise"):
+        click.echo(f"{name:<14}" + "".join(f"{result[name][c]:>11.3f}" for c in columns))
+    if not has_ps:
+        click.echo("(ps_z needs plenoptic: pip install 'tritongcn[eval]')")
