@@ -187,3 +187,18 @@ def test_the_model_file_loads_and_foreign_files_are_refused(tmp_path):
     for name in ("other.pt", "junk.pt", "missing.pt"):
         with pytest.raises(InputError):
             load_checkpoint(tmp_path / name)
+
+
+def test_learn_scores_its_samples_into_eval_json(tmp_path):
+    image = _texture(tmp_path / "tex.png", size=64)
+    out = tmp_path / "run"
+    args = ["learn", str(image), "--out", str(out), "--image-size", "64", "--sample-size", "36",
+            "--chains", "2", "--iterations", "1", "--langevin-steps", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    figures = json.loads((out / "eval.json").read_text())
+    assert figures["crop"] == 32  # the samples' 36 px and half the 64 px image, down to a multiple of 8
+    for name in ("samples", "real_crops", "random_phase", "white_noise"):
+        assert figures[name]["patch_swd"] > 0
+    assert figures["real_crops"]["patch_swd"] < figures["white_noise"]["patch_swd"]
+    assert "eval: patch_swd" in result.output

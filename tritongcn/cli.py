@@ -122,8 +122,27 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
             bar.update(1, f"layer {record['layer']}/{layers} it {record['iteration']}/{iterations} "
                           f"gap {record['gap']:+.3g} {record['seconds']:.0f}s")
     _write_outputs(out_dir, learner, training, mean, records)
+    _evaluate_run(out_dir, learner, training, mean)
     elapsed = time.perf_counter() - start
     click.echo(f"done in {elapsed:.0f}s: {out_dir}/grid.png, {out_dir}/samples/, {out_dir}/model.pt")
+
+
+def _evaluate_run(out_dir, learner, training, mean) -> None:
+    """Score the final samples against the training image into eval.json (see `tritongcn eval`)."""
+    from .evaluate import SMALLEST_CROP, evaluate, portilla_simoncelli_available
+    from .io import atomic_save
+
+    samples = (learner.chains.detach().cpu() + mean).clamp(0, 255)
+    crop = min(samples.shape[-1], training.shape[-1] // 2)
+    if crop < SMALLEST_CROP:
+        click.echo(f"no eval.json: samples or training image too small for {SMALLEST_CROP} px crops")
+        return
+    result = evaluate(training, samples.round(), use_ps=portilla_simoncelli_available())
+    text = json.dumps(result, indent=2) + "\n"
+    atomic_save(lambda tmp: Path(tmp).write_text(text), out_dir / "eval.json")
+    figures = ", ".join(f"{k} {result['samples'][k]:.3f} (real crops {result['real_crops'][k]:.3f}, "
+                        f"random-phase noise {result['random_phase'][k]:.3f})" for k in result["samples"])
+    click.echo(f"eval: {figures}")
 
 
 def _checked(records):
