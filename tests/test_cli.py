@@ -43,7 +43,8 @@ def test_tiny_learn_writes_every_output(tmp_path, colour, mode):
     with Image.open(samples[0]) as im:
         assert im.mode == mode and im.size == (36, 36)
     with Image.open(out / "grid.png") as im:
-        assert im.mode == mode and im.width > 40 + 36 and im.height >= 40
+        # The training image, then two panels of 2 x 2 cells of 36 px: samples and real crops.
+        assert im.mode == mode and im.width > 40 + 2 * (2 * 36) and im.height >= 40
     with Image.open(out / "learning_curve.png") as im:
         assert im.size[0] >= 600
 

@@ -154,6 +154,8 @@ def _checked(records):
 
 
 def _write_outputs(out_dir, learner, training, mean, records) -> None:
+    import torch
+
     from .io import draw_learning_curve, make_grid, save_checkpoint, save_png
 
     samples = (learner.chains.detach().cpu() + mean).clamp(0, 255)
@@ -161,7 +163,14 @@ def _write_outputs(out_dir, learner, training, mean, records) -> None:
     sample_dir.mkdir(exist_ok=True)
     for i, sample in enumerate(samples):
         save_png(sample, sample_dir / f"{i:04d}.png")
-    save_png(make_grid(training, samples), out_dir / "grid.png")
+    real_crops = None
+    if samples.shape[-1] <= min(training.shape[-2:]):
+        from .evaluate import random_crops
+
+        # Real crops at the samples' size, so the eye compares like with like.
+        real_crops = random_crops(training.unsqueeze(0), samples.shape[-1], len(samples),
+                                  torch.Generator().manual_seed(learner.config.seed))
+    save_png(make_grid(training, samples, real_crops), out_dir / "grid.png")
     draw_learning_curve(records, out_dir / "learning_curve.png")
     save_checkpoint({**learner.state_dict(), "mean": mean.reshape(-1).clone()}, out_dir / "model.pt")
 

@@ -105,26 +105,33 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def make_grid(training: torch.Tensor, samples: torch.Tensor, gap: int = 8) -> Image.Image:
-    """The training image on the left, the samples in a near-square grid on the right, with captions."""
+def make_grid(training: torch.Tensor, samples: torch.Tensor, real_crops: torch.Tensor | None = None,
+              gap: int = 8) -> Image.Image:
+    """The training image, then the samples in a near-square grid and, if given, as many real crops of
+    the training image at the samples' size in a grid beside them, each with a caption."""
     n, c, h, w = samples.shape
+    panels = [(f"{n} samples, {w}x{h}", samples)]
+    if real_crops is not None:
+        panels.append((f"real crops, {w}x{h}", real_crops))
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
+    panel_w, panel_h = cols * w + (cols - 1) * (gap // 2), rows * h + (rows - 1) * (gap // 2)
     train = to_pil(training)
     caption = 22
-    width = gap + train.width + 2 * gap + cols * w + (cols - 1) * (gap // 2) + gap
-    height = caption + max(train.height, rows * h + (rows - 1) * (gap // 2)) + gap
-    mode = "L" if c == 1 else "RGB"
-    grid = Image.new(mode, (width, height), 255 if c == 1 else (255, 255, 255))
+    width = gap + train.width + len(panels) * (2 * gap + panel_w) + gap
+    height = caption + max(train.height, panel_h) + gap
+    grid = Image.new("L" if c == 1 else "RGB", (width, height), 255 if c == 1 else (255, 255, 255))
     draw = ImageDraw.Draw(grid)
-    font = _font(14)
-    draw.text((gap, 4), "training image", fill=0 if c == 1 else (0, 0, 0), font=font)
+    font, ink = _font(14), 0 if c == 1 else (0, 0, 0)
+    draw.text((gap, 4), "training image", fill=ink, font=font)
     grid.paste(train, (gap, caption))
     x0 = gap + train.width + 2 * gap
-    draw.text((x0, 4), f"{n} samples, {w}x{h}", fill=0 if c == 1 else (0, 0, 0), font=font)
-    for i in range(n):
-        r, q = divmod(i, cols)
-        grid.paste(to_pil(samples[i]), (x0 + q * (w + gap // 2), caption + r * (h + gap // 2)))
+    for title, images in panels:
+        draw.text((x0, 4), title, fill=ink, font=font)
+        for i, image in enumerate(images[:n]):
+            r, q = divmod(i, cols)
+            grid.paste(to_pil(image), (x0 + q * (w + gap // 2), caption + r * (h + gap // 2)))
+        x0 += panel_w + 2 * gap
     return grid
 
 
