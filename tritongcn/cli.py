@@ -129,12 +129,11 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
 
 def _evaluate_run(out_dir, learner, training, mean) -> None:
     """Score the final samples against the training image into eval.json (see `tritongcn eval`)."""
-    from .evaluate import SMALLEST_CROP, evaluate, portilla_simoncelli_available
+    from .evaluate import SMALLEST_CROP, evaluate, largest_crop, portilla_simoncelli_available
     from .io import atomic_save
 
     samples = (learner.chains.detach().cpu() + mean).clamp(0, 255)
-    crop = min(samples.shape[-1], training.shape[-1] // 2)
-    if crop < SMALLEST_CROP:
+    if largest_crop(training.shape, samples.shape) < SMALLEST_CROP:
         click.echo(f"no eval.json: samples or training image too small for {SMALLEST_CROP} px crops")
         return
     result = evaluate(training, samples.round(), use_ps=portilla_simoncelli_available())
@@ -192,8 +191,8 @@ def _image_paths(paths):
 @click.option("--image-size", type=click.IntRange(8, 4096), default=DEFAULTS["image_size"], show_default=True,
               help="TEXTURE is preprocessed as `learn` does: shorter side resized to this, centred crop.")
 @click.option("--crop", type=click.IntRange(28, 4096), default=None,
-              help="Side of the crops compared [default: the samples' side or half the texture's, "
-                   "whichever is smaller, rounded down to a multiple of 8].")
+              help="Side of the crops compared, rounded down to a multiple of 8 [default: the samples' "
+                   "side or half the texture's, whichever is smaller].")
 @click.option("--crops", type=click.IntRange(2, 100000), default=64, show_default=True,
               help="Crops drawn from each set.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
@@ -209,7 +208,7 @@ def evaluate_command(texture, samples, image_size, crop, crops, seed, as_json):
     """
     import torch
 
-    from .evaluate import SMALLEST_CROP, evaluate, portilla_simoncelli_available
+    from .evaluate import SMALLEST_CROP, evaluate, largest_crop, portilla_simoncelli_available
     from .io import InputError, load_image, preprocess
 
     try:
@@ -225,8 +224,7 @@ def evaluate_command(texture, samples, image_size, crop, crops, seed, as_json):
     sizes = {im.shape[:2] for im in images}
     if len(sizes) != 1:
         raise click.ClickException(f"the samples must all have one size, got {sorted(sizes)}")
-    side = min(next(iter(sizes)))
-    limit = min(side, image_size // 2)
+    limit = largest_crop((image_size, image_size), next(iter(sizes)))
     if limit < SMALLEST_CROP or (crop and crop > limit):
         raise click.ClickException(f"crops must be between {SMALLEST_CROP} px and {limit} px (the samples' "
                                    f"side or half of --image-size)")

@@ -120,6 +120,13 @@ def ps_z(real: torch.Tensor, candidate: torch.Tensor) -> float:
     return ((candidate.mean(dim=0)[live] - mean[live]) / std[live]).abs().mean().item()
 
 
+def largest_crop(texture_shape, samples_shape) -> int:
+    """The default crop side: the samples' side or half the texture's, whichever is smaller, rounded down
+    to a multiple of 8 (the steerable pyramid halves the crop three times)."""
+    side = min(min(samples_shape[-2:]), min(texture_shape[-2:]) // 2)
+    return side - side % 8
+
+
 def evaluate(texture: torch.Tensor, samples: torch.Tensor, crop: int | None = None, crops: int = 64,
              seed: int = 0, use_ps: bool | None = None) -> dict:
     """Figures for the samples and the three references (see the module's docstring).
@@ -132,7 +139,7 @@ def evaluate(texture: torch.Tensor, samples: torch.Tensor, crop: int | None = No
         raise ValueError("texture must be (C, H, W) and samples (N, C, h, w) with the same C")
     gen = torch.Generator().manual_seed(seed)
     texture, samples = texture.double().cpu(), samples.double().cpu()
-    crop = crop or min(min(samples.shape[-2:]), min(texture.shape[-2:]) // 2)
+    crop = crop or largest_crop(texture.shape, samples.shape)
     crop -= crop % 8  # the steerable pyramid halves the crop three times
     candidates = {
         "samples": random_crops(samples, crop, crops, gen),
