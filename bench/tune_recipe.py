@@ -46,14 +46,12 @@ def main():
     overrides = _parse(args.set)
     config = LearnConfig(**overrides)
     training = preprocess(load_image(args.texture), config.image_size)
-    mean = training.mean(dim=(1, 2), keepdim=True)
-    learner = tritongcn.Learner((training - mean).unsqueeze(0), config)
+    learner = tritongcn.Learner.from_images(training.unsqueeze(0), config)
     start = time.perf_counter()
     for _ in learner.run():
         pass
     seconds = time.perf_counter() - start
-    samples = (learner.chains + mean).clamp(0, 255).round()
-    figures = evaluate(training, samples, use_ps=portilla_simoncelli_available())
+    figures = evaluate(training, learner.samples().round(), use_ps=portilla_simoncelli_available())
     record = {"bench": "tune_recipe", "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "texture": Path(args.texture).name, "settings": overrides, "threads": args.threads,
               "torch": torch.__version__, "tritongcn": tritongcn.__version__, "seconds": round(seconds, 1),

@@ -102,8 +102,7 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
                          iterations=iterations, layers=layers, lr=lr, seed=seed, periodic=periodic,
                          device=device)
     training = preprocess(raw, image_size)
-    mean = training.mean(dim=(1, 2), keepdim=True)  # the release subtracts the image's mean colour
-    learner = Learner((training - mean).unsqueeze(0), config)
+    learner = Learner.from_images(training.unsqueeze(0), config)
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,18 +120,18 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
             metrics_file.flush()
             bar.update(1, f"layer {record['layer']}/{layers} it {record['iteration']}/{iterations} "
                           f"gap {record['gap']:+.3g} {record['seconds']:.0f}s")
-    _write_outputs(out_dir, learner, training, mean, records)
-    _evaluate_run(out_dir, learner, training, mean)
+    samples = learner.samples()
+    _write_outputs(out_dir, learner, training, samples, records)
+    _evaluate_run(out_dir, training, samples)
     elapsed = time.perf_counter() - start
     click.echo(f"done in {elapsed:.0f}s: {out_dir}/grid.png, {out_dir}/samples/, {out_dir}/model.pt")
 
 
-def _evaluate_run(out_dir, learner, training, mean) -> None:
+def _evaluate_run(out_dir, training, samples) -> None:
     """Score the final samples against the training image into eval.json (see `tritongcn eval`)."""
     from .evaluate import SMALLEST_CROP, evaluate, largest_crop, portilla_simoncelli_available
     from .io import atomic_save
 
-    samples = (learner.chains.detach().cpu() + mean).clamp(0, 255)
     if largest_crop(training.shape, samples.shape) < SMALLEST_CROP:
         click.echo(f"no eval.json: samples or training image too small for {SMALLEST_CROP} px crops")
         return
@@ -152,12 +151,11 @@ def _checked(records):
         raise click.ClickException(str(err)) from None
 
 
-def _write_outputs(out_dir, learner, training, mean, records) -> None:
+def _write_outputs(out_dir, learner, training, samples, records) -> None:
     import torch
 
     from .io import draw_learning_curve, make_grid, save_checkpoint, save_png
 
-    samples = (learner.chains.detach().cpu() + mean).clamp(0, 255)
     sample_dir = out_dir / "samples"
     sample_dir.mkdir(exist_ok=True)
     for i, sample in enumerate(samples):
@@ -171,7 +169,7 @@ def _write_outputs(out_dir, learner, training, mean, records) -> None:
                                   torch.Generator().manual_seed(learner.config.seed))
     save_png(make_grid(training, samples, real_crops), out_dir / "grid.png")
     draw_learning_curve(records, out_dir / "learning_curve.png")
-    save_checkpoint({**learner.state_dict(), "mean": mean.reshape(-1).clone()}, out_dir / "model.pt")
+    save_checkpoint(learner.state_dict(), out_dir / "model.pt")
 
 
 def _image_paths(paths):

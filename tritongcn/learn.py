@@ -30,16 +30,19 @@ class Learner:
     """Algorithm 1 with layer growing. `run()` yields one metrics dict per iteration.
 
     State (model, optimiser, chains, counters) lives on the object so a caller can checkpoint it between
-    iterations.
+    iterations. `observed` are mean-subtracted images; `mean` (C,) is the colour to add back to the
+    chains to show them (`samples()`). `from_images` does the subtraction, as the release did.
     """
 
-    def __init__(self, observed: torch.Tensor, config: LearnConfig, model: GenerativeConvNet | None = None):
+    def __init__(self, observed: torch.Tensor, config: LearnConfig, model: GenerativeConvNet | None = None,
+                 mean: torch.Tensor | None = None):
         config.check()
         self.config = config
         self.device = torch.device(config.device)
         if observed.dim() != 4:
             raise ValueError("observed images must be a (M, C, H, W) tensor")
         self.observed = observed.to(self.device, torch.float32)
+        self.mean = torch.zeros(observed.shape[1]) if mean is None else mean.reshape(-1).float().cpu()
         if not torch.isfinite(self.observed).all():
             raise ValueError("observed images hold NaN or infinite values")
         channels = self.observed.shape[1]
@@ -63,6 +66,17 @@ class Learner:
         self.iteration = 0  # iterations done in the current layer
         self.langevin_steps_done = 0  # drives the noise counters of the persistent chains
         self.seconds = 0.0  # time spent in iterations so far
+
+    @classmethod
+    def from_images(cls, images: torch.Tensor, config: LearnConfig) -> "Learner":
+        """A learner for (M, C, H, W) images in [0, 255]: their mean colour is subtracted, so the chains
+        start at 0 = the mean image and `samples()` adds it back."""
+        mean = images.mean(dim=(0, 2, 3))
+        return cls(images - mean.view(1, -1, 1, 1), config, mean=mean)
+
+    def samples(self) -> torch.Tensor:
+        """The chains as images in [0, 255] on the CPU, (N, C, H, W)."""
+        return (self.chains.detach().cpu() + self.mean.view(1, -1, 1, 1)).clamp(0, 255)
 
     def _check_geometry(self) -> None:
         """Fail now, not when the last layer is switched on, if an image is too small or ill-sized."""
@@ -150,4 +164,5 @@ class Learner:
         return {"config": self.config.to_dict(), "model_config": self.model.config(),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "chains": self.chains.detach().cpu(), "layer": self.layer, "iteration": self.iteration,
-                "langevin_steps_done": self.langevin_steps_done, "seconds": self.seconds}
+                "langevin_steps_done": self.langevin_steps_done, "seconds": self.seconds,
+                "mean": self.mean.clone()}
