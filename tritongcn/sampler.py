@@ -28,5 +28,5 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     for t in range(first_step, first_step + steps):
         grad_f = model.grad_input(x, backend=backend, boundary=boundary)
         offset = (t * total_chains + chain_start) * chain_numel
-        x = langevin_update(x, grad_f, step_size, sigma, seed, offset=offset, backend=backend)
+        langevin_update(x, grad_f, step_size, sigma, seed, offset=offset, out=x, backend=backend)
     return x

@@ -1,9 +1,15 @@
 """The kernel contract of DESIGN.md §3, dispatched by backend.
 
-`backend="torch"` is the reference and the CPU path. `backend="triton"` is reserved for the Triton kernels
-and refused until they are built; `backend="auto"` is meant to pick the best backend for the tensors'
-device and resolves to torch everywhere for now.
+`backend="torch"` is the reference and the CPU path. `backend="triton"` runs the Triton kernels: on CUDA
+tensors, or on the CPU under `TRITON_INTERPRET=1` (slow; for tests). `backend="auto"` picks triton for
+CUDA tensors when triton is installed, torch otherwise. The Triton modules are imported only when used,
+so the package works where triton is not installed.
 """
+
+import importlib.util
+import os
+
+import torch
 
 from .bitmask import mask_shape, pack_mask, unpack_mask
 from .conv_relu_mask import conv_relu_mask_torch
@@ -13,33 +19,56 @@ from .masked_conv_transpose import conv_output_shape, masked_conv_transpose_torc
 BACKENDS = ("auto", "torch", "triton")
 
 __all__ = ["BACKENDS", "conv_relu_mask", "masked_conv_transpose", "langevin_update", "unpack_mask",
-           "pack_mask", "mask_shape", "conv_output_shape", "resolve_backend"]
+           "pack_mask", "mask_shape", "conv_output_shape", "resolve_backend", "triton_available"]
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def resolve_backend(backend: str, device=None) -> str:
     """The concrete backend ("torch" or "triton") that `backend` means for tensors on `device`."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    device = torch.device(device if device is not None else "cpu")
     if backend == "auto":
-        return "torch"
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
     if backend == "triton":
-        raise NotImplementedError("the triton backend is not built yet: use backend='torch' or 'auto'")
+        if not triton_available():
+            raise ValueError("backend 'triton' needs the triton package (pip install triton; Linux only)")
+        if device.type != "cuda" and not _interpreting():
+            raise ValueError(f"backend 'triton' runs on CUDA tensors, not {device.type}; on the CPU it needs "
+                             "TRITON_INTERPRET=1 (slow, for tests): use backend 'torch' or 'auto' there")
     return backend
 
 
 def conv_relu_mask(x, w, b=None, stride=1, padding=0, need_output=True, backend="auto"):
     """(relu(conv2d(x, w, b)), packed bits of the pre-activation > 0); output None if not needed."""
-    resolve_backend(backend, x.device)
+    if resolve_backend(backend, x.device) == "triton":
+        from .conv_relu_mask_triton import conv_relu_mask_triton
+        return conv_relu_mask_triton(x, w, b, stride, padding, need_output)
     return conv_relu_mask_torch(x, w, b, stride, padding, need_output)
 
 
 def masked_conv_transpose(g, mask, w, stride=1, padding=0, input_shape=None, backend="auto"):
     """Input gradient of sum(g * relu(conv2d(x, w, b))) from the layer's bits; g=None means all ones."""
-    resolve_backend(backend, w.device)
+    if resolve_backend(backend, w.device) == "triton":
+        from .masked_conv_transpose_triton import masked_conv_transpose_triton
+        return masked_conv_transpose_triton(g, mask, w, stride, padding, input_shape)
     return masked_conv_transpose_torch(g, mask, w, stride, padding, input_shape)
 
 
-def langevin_update(x, grad_f, step_size, sigma, seed, offset=0, backend="auto"):
-    """x - step_size^2/2 (x / sigma^2 - grad_f) + step_size Z, with Z drawn from (seed, offset + element)."""
-    resolve_backend(backend, x.device)
-    return langevin_update_torch(x, grad_f, step_size, sigma, seed, offset)
+def langevin_update(x, grad_f, step_size, sigma, seed, offset=0, out=None, backend="auto"):
+    """x - step_size^2/2 (x / sigma^2 - grad_f) + step_size Z, with Z drawn from (seed, offset + element).
+
+    The result goes to `out` when given (it may be `x`: the chains advance in place), else to a new tensor.
+    """
+    if resolve_backend(backend, x.device) == "triton":
+        from .langevin_update_triton import langevin_update_triton
+        return langevin_update_triton(x, grad_f, step_size, sigma, seed, offset, out)
+    result = langevin_update_torch(x, grad_f, step_size, sigma, seed, offset)
+    return result if out is None else out.copy_(result)

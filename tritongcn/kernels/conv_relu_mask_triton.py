@@ -1,0 +1,127 @@
+"""Triton kernel: convolution + bias + ReLU that packs the activation bits as it produces them.
+
+Implicit GEMM (no im2col buffer): rows M are (chain, output row, output column), columns N are output
+channels, the reduction runs over (input channel, kernel row, kernel column). The fp32 accumulator gets the
+bias in the epilogue; its sign is packed 32 channels to an int32 word (the layout of `bitmask.py`) and the
+float output is written only when the next layer reads it.
+"""
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .bitmask import mask_shape
+
+_INTERPRET = bool(os.environ.get("TRITON_INTERPRET"))
+
+
+def _configs():
+    # The interpreter would try every config: one is enough to check the arithmetic there.
+    if _INTERPRET:
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4)]
+    # BLOCK_N is a multiple of 32 so that a tile packs whole mask words. The texture net has 30 to 100
+    # output channels and reductions of 576 to 2500 (3x15x15, 100x5x5, 64x3x3).
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+        for bm, bn, bk, w, s in [
+            (128, 32, 32, 4, 4), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4),
+            (128, 128, 32, 8, 3), (256, 64, 32, 8, 3), (64, 64, 64, 4, 3),
+        ]
+    ]
+
+
+@triton.jit
+def _bit_or(a, b):
+    return a | b
+
+
+@triton.autotune(configs=_configs(), key=["M", "K", "RED", "NEED_OUTPUT"])
+@triton.jit
+def _conv_relu_mask_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr, mask_ptr,
+    M, C, H, W, K, Ho, Wo, RED, stride, pad,
+    KH: tl.constexpr, KW: tl.constexpr,
+    HAS_BIAS: tl.constexpr, NEED_OUTPUT: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = offs_m < M
+    n_ok = offs_n < K
+
+    # Row m is output position (chain, oh, ow); its window starts at (oh * stride - pad, ow * stride - pad).
+    pos = offs_m % (Ho * Wo)
+    chain = (offs_m // (Ho * Wo)).to(tl.int64)  # int64: thousands of chains overflow 32-bit offsets
+    ih0 = (pos // Wo) * stride - pad
+    iw0 = (pos % Wo) * stride - pad
+    x_rows = x_ptr + chain * C * H * W
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, RED, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < RED
+        # Reduction index k is (input channel, kernel row, kernel column), the order of w's last three axes.
+        c = offs_k // (KH * KW)
+        r = (offs_k // KW) % KH
+        s = offs_k % KW
+        ih = ih0[:, None] + r[None, :]
+        iw = iw0[:, None] + s[None, :]
+        a_ok = m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        a = tl.load(x_rows[:, None] + c[None, :] * (H * W) + ih * W + iw, mask=a_ok, other=0.0)
+        b = tl.load(w_ptr + offs_n[None, :] * RED + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None],
+                    other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+
+    # Bits: pre-activation > 0 (0 and NaN are inactive). Channels past K have zero weights and bias, so
+    # their bits are 0, as the torch packer pads them.
+    bit = (tl.arange(0, BLOCK_N) % 32)[None, :]
+    bits = (acc > 0).to(tl.int32) << bit
+    words = tl.reduce(tl.reshape(bits, (BLOCK_M, BLOCK_N // 32, 32)), 2, _bit_or)
+    offs_word = pid_n * (BLOCK_N // 32) + tl.arange(0, BLOCK_N // 32)
+    n_words = (K + 31) // 32
+    word_ptrs = mask_ptr + (chain * n_words * Ho * Wo + pos)[:, None] + offs_word[None, :] * (Ho * Wo)
+    tl.store(word_ptrs, words, mask=m_ok[:, None] & (offs_word < n_words)[None, :])
+
+    if NEED_OUTPUT:
+        # `acc < 0` is False for NaN, so NaN passes through as relu lets it.
+        y = tl.where(acc < 0, 0.0, acc)
+        y_ptrs = y_ptr + (chain * K * Ho * Wo + pos)[:, None] + offs_n[None, :] * (Ho * Wo)
+        tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 products as torch's own convolution on the same GPU computes them (TF32 if it allows)."""
+    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and not _INTERPRET:
+        return "tf32"
+    return "ieee"
+
+
+def conv_relu_mask_triton(x, w, b=None, stride=1, padding=0, need_output=True):
+    """(relu(conv2d(x, w, b)), packed bits of conv2d(x, w, b) > 0), in one Triton kernel."""
+    n, c, h, wd = x.shape
+    k, c_w, kh, kw = w.shape
+    if c_w != c:
+        raise ValueError(f"weights for {c_w} input channels applied to an input with {c}")
+    ho, wo = (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"a {kh}x{kw} kernel does not fit a {h}x{wd} input with padding {padding}")
+    x, w = x.contiguous(), w.contiguous().to(x.dtype)
+    mask = torch.empty(mask_shape((n, k, ho, wo)), dtype=torch.int32, device=x.device)
+    y = torch.empty((n, k, ho, wo), dtype=x.dtype, device=x.device) if need_output else mask
+    m = n * ho * wo
+    bias = b.contiguous() if b is not None else w  # never read without HAS_BIAS
+
+    def grid(meta):
+        return triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(k, meta["BLOCK_N"])
+
+    _conv_relu_mask_kernel[grid](
+        x, w, bias, y, mask, m, c, h, wd, k, ho, wo, c * kh * kw, stride, padding,
+        KH=kh, KW=kw, HAS_BIAS=b is not None, NEED_OUTPUT=need_output, PRECISION=dot_precision(x.dtype))
+    return (y if need_output else None), mask
