@@ -22,32 +22,32 @@ def _reference_pre(x, w, b, stride, pad):
     return F.conv2d(x.double(), w.double(), b.double(), stride=stride, padding=pad)
 
 
-@pytest.mark.parametrize("k", [1, 5, 31, 32, 33, 64, 100])
-def test_pack_unpack_roundtrip_and_one_bit_per_unit(k):
-    active = torch.rand(3, k, 5, 7) > 0.5
+@pytest.mark.parametrize("k,h,w", [(1, 1, 1), (5, 5, 7), (100, 4, 8), (3, 9, 7), (30, 74, 74)])
+def test_pack_unpack_roundtrip_and_one_bit_per_unit(k, h, w):
+    active = torch.rand(3, k, h, w) > 0.5
     mask = pack_mask(active)
     assert mask.dtype == torch.int32
-    assert tuple(mask.shape) == mask_shape(active.shape) == (3, (k + 31) // 32, 5, 7)
-    # Bits of storage per unit: exactly 1 when K fills whole words, else the last word's unused bits.
+    assert tuple(mask.shape) == mask_shape(active.shape) == (3, k, (h * w + 31) // 32)
+    # Bits of storage per unit: exactly 1 when a map fills whole words, else its last word's unused bits.
     storage_bits = mask.numel() * mask.element_size() * 8
-    assert storage_bits == active.numel() + 3 * 5 * 7 * (-k % 32)
+    assert storage_bits == active.numel() + 3 * k * (-(h * w) % 32)
     assert torch.equal(unpack_mask(mask, active.shape), active)
 
 
-def test_bit_layout_is_channel_j_in_bit_j_of_word_j_div_32():
+def test_bit_layout_is_position_p_in_bit_p_mod_32_of_word_p_div_32():
     # The layout every backend shares (a Triton kernel must produce the same words).
-    active = torch.zeros(1, 40, 1, 2, dtype=torch.bool)
-    active[0, 31, 0, 0] = True  # bit 31 of word 0: the sign bit
-    active[0, 33, 0, 1] = True  # bit 1 of word 1
+    active = torch.zeros(1, 2, 5, 8, dtype=torch.bool)  # 40 positions: two words per channel
+    active[0, 0, 3, 7] = True  # position 31: bit 31 of word 0, the sign bit
+    active[0, 1, 4, 1] = True  # position 33: bit 1 of word 1
     mask = pack_mask(active)
-    assert mask[0, :, 0, 0].tolist() == [-(2**31), 0]
-    assert mask[0, :, 0, 1].tolist() == [0, 2]
+    assert mask[0, 0].tolist() == [-(2**31), 0]
+    assert mask[0, 1].tolist() == [0, 2]
 
 
 def test_unpack_rejects_a_mask_of_the_wrong_shape():
     mask = pack_mask(torch.ones(1, 40, 3, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="does not hold"):
-        unpack_mask(mask, (1, 70, 3, 3))
+        unpack_mask(mask, (1, 41, 3, 3))
 
 
 @pytest.mark.parametrize("n,c,h,w,k,ks,stride,pad", CONV_CASES)

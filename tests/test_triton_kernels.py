@@ -75,7 +75,7 @@ def test_masked_conv_transpose_matches_autograd_in_float64(n, c, h, w, k, ks, st
 
 def test_masked_conv_transpose_propagates_nan():
     wt = torch.randn(4, 2, 3, 3)
-    mask = torch.full((1, 1, 3, 3), -1, dtype=torch.int32)  # every unit active
+    mask = pack_mask(torch.ones(1, 4, 3, 3, dtype=torch.bool))  # every unit active
     g = torch.ones(1, 4, 3, 3)
     g[0, 1, 1, 1] = float("nan")
     gx = masked_conv_transpose(g, mask, wt, 1, 0, input_shape=(1, 2, 5, 5), backend=TRITON)

@@ -1,9 +1,10 @@
 """Triton kernel: convolution + bias + ReLU that packs the activation bits as it produces them.
 
-Implicit GEMM (no im2col buffer): rows M are (chain, output row, output column), columns N are output
-channels, the reduction runs over (input channel, kernel row, kernel column). The fp32 accumulator gets the
-bias in the epilogue; its sign is packed 32 channels to an int32 word (the layout of `bitmask.py`) and the
-float output is written only when the next layer reads it.
+Implicit GEMM (no im2col buffer): rows M are output positions (a tile of rows never crosses from one chain to
+the next), columns N are output channels, the reduction runs over (input channel, kernel row, kernel
+column). The fp32 accumulator gets the bias in the epilogue; its sign is packed 32 positions of a channel
+to an int32 word (the layout of `bitmask.py`) and the float output is written only when the next layer
+reads it.
 """
 
 import os
@@ -21,7 +22,7 @@ def _configs():
     # The interpreter would try every config: one is enough to check the arithmetic there.
     if _INTERPRET:
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4)]
-    # BLOCK_N is a multiple of 32 so that a tile packs whole mask words. The texture net has 30 to 100
+    # BLOCK_M is a multiple of 32 so that a tile packs whole mask words. The texture net has 30 to 100
     # output channels and reductions of 576 to 2500 (3x15x15, 100x5x5, 64x3x3).
     return [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
@@ -37,28 +38,30 @@ def _bit_or(a, b):
     return a | b
 
 
-@triton.autotune(configs=_configs(), key=["M", "K", "RED", "NEED_OUTPUT"])
+@triton.autotune(configs=_configs(), key=["N", "P", "K", "RED", "NEED_OUTPUT"])
 @triton.jit
 def _conv_relu_mask_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, mask_ptr,
-    M, C, H, W, K, Ho, Wo, RED, stride, pad,
+    N, C, H, W, K, Ho, Wo, P, RED, stride, pad,
     KH: tl.constexpr, KW: tl.constexpr,
     HAS_BIAS: tl.constexpr, NEED_OUTPUT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    # Program (chain, tile) covers BLOCK_M consecutive output positions of one chain: a tile starts on a
+    # word boundary of every channel's row of words. P = Ho * Wo positions per chain.
+    tiles = (P + BLOCK_M - 1) // BLOCK_M
+    chain = (tl.program_id(0) // tiles).to(tl.int64)  # int64: thousands of chains overflow 32-bit offsets
+    tile = tl.program_id(0) % tiles
     pid_n = tl.program_id(1)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    pos = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok = offs_m < M
+    m_ok = pos < P
     n_ok = offs_n < K
 
-    # Row m is output position (chain, oh, ow); its window starts at (oh * stride - pad, ow * stride - pad).
-    pos = offs_m % (Ho * Wo)
-    chain = (offs_m // (Ho * Wo)).to(tl.int64)  # int64: thousands of chains overflow 32-bit offsets
+    # Output position (oh, ow) reads the window starting at (oh * stride - pad, ow * stride - pad).
     ih0 = (pos // Wo) * stride - pad
     iw0 = (pos % Wo) * stride - pad
-    x_rows = x_ptr + chain * C * H * W
+    x_chain = x_ptr + chain * C * H * W
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, RED, BLOCK_K):
@@ -71,7 +74,7 @@ def _conv_relu_mask_kernel(
         ih = ih0[:, None] + r[None, :]
         iw = iw0[:, None] + s[None, :]
         a_ok = m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        a = tl.load(x_rows[:, None] + c[None, :] * (H * W) + ih * W + iw, mask=a_ok, other=0.0)
+        a = tl.load(x_chain + c[None, :] * (H * W) + ih * W + iw, mask=a_ok, other=0.0)
         b = tl.load(w_ptr + offs_n[None, :] * RED + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None],
                     other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
@@ -79,20 +82,20 @@ def _conv_relu_mask_kernel(
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
 
-    # Bits: pre-activation > 0 (0 and NaN are inactive). Channels past K have zero weights and bias, so
-    # their bits are 0, as the torch packer pads them.
-    bit = (tl.arange(0, BLOCK_N) % 32)[None, :]
-    bits = (acc > 0).to(tl.int32) << bit
-    words = tl.reduce(tl.reshape(bits, (BLOCK_M, BLOCK_N // 32, 32)), 2, _bit_or)
-    offs_word = pid_n * (BLOCK_N // 32) + tl.arange(0, BLOCK_N // 32)
-    n_words = (K + 31) // 32
-    word_ptrs = mask_ptr + (chain * n_words * Ho * Wo + pos)[:, None] + offs_word[None, :] * (Ho * Wo)
-    tl.store(word_ptrs, words, mask=m_ok[:, None] & (offs_word < n_words)[None, :])
+    # Bits: pre-activation > 0 (0 and NaN are inactive). Positions past P give 0 bits (their words' unused
+    # high bits), as the torch packer pads them. Word q of channel k holds positions 32 q .. 32 q + 31.
+    bit = (tl.arange(0, BLOCK_M) % 32)[:, None]
+    bits = ((acc > 0) & m_ok[:, None]).to(tl.int32) << bit
+    words = tl.reduce(tl.reshape(bits, (BLOCK_M // 32, 32, BLOCK_N)), 1, _bit_or)
+    n_words = (P + 31) // 32
+    offs_q = tile * (BLOCK_M // 32) + tl.arange(0, BLOCK_M // 32)
+    word_ptrs = mask_ptr + chain * K * n_words + offs_n[None, :] * n_words + offs_q[:, None]
+    tl.store(word_ptrs, words, mask=(offs_q < n_words)[:, None] & n_ok[None, :])
 
     if NEED_OUTPUT:
         # `acc < 0` is False for NaN, so NaN passes through as relu lets it.
         y = tl.where(acc < 0, 0.0, acc)
-        y_ptrs = y_ptr + (chain * K * Ho * Wo + pos)[:, None] + offs_n[None, :] * (Ho * Wo)
+        y_ptrs = y_ptr + chain * K * P + pos[:, None] + offs_n[None, :] * P
         tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
@@ -115,13 +118,12 @@ def conv_relu_mask_triton(x, w, b=None, stride=1, padding=0, need_output=True):
     x, w = x.contiguous(), w.contiguous().to(x.dtype)
     mask = torch.empty(mask_shape((n, k, ho, wo)), dtype=torch.int32, device=x.device)
     y = torch.empty((n, k, ho, wo), dtype=x.dtype, device=x.device) if need_output else mask
-    m = n * ho * wo
     bias = b.contiguous() if b is not None else w  # never read without HAS_BIAS
 
     def grid(meta):
-        return triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(k, meta["BLOCK_N"])
+        return n * triton.cdiv(ho * wo, meta["BLOCK_M"]), triton.cdiv(k, meta["BLOCK_N"])
 
     _conv_relu_mask_kernel[grid](
-        x, w, bias, y, mask, m, c, h, wd, k, ho, wo, c * kh * kw, stride, padding,
+        x, w, bias, y, mask, n, c, h, wd, k, ho, wo, ho * wo, c * kh * kw, stride, padding,
         KH=kh, KW=kw, HAS_BIAS=b is not None, NEED_OUTPUT=need_output, PRECISION=dot_precision(x.dtype))
     return (y if need_output else None), mask

@@ -60,16 +60,16 @@ def _masked_conv_transpose_kernel(
     chain = (offs_m // (hp * wp)).to(tl.int64)
     ih = ih_first + ((offs_m // wp) % hp) * stride
     iw = iw_first + (offs_m % wp) * stride
-    n_words = (K + 31) // 32
+    n_words = (Ho * Wo + 31) // 32  # per output channel (the layout of bitmask.py)
     g_rows = g_ptr + chain * K * Ho * Wo
-    mask_rows = mask_ptr + chain * n_words * Ho * Wo
+    mask_rows = mask_ptr + chain * K * n_words
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, red, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < red
-        # Reduction index is (tap row j, tap column i, output channel k) with k fastest, so neighbouring
-        # lanes read the same mask word.
+        # Reduction index is (tap row j, tap column i, output channel k) with k fastest: a tile's columns
+        # are consecutive channels of the same taps, like the rows of w it multiplies.
         k = offs_k % K
         tap = offs_k // K
         r = pr + (tap // taps_s) * stride
@@ -81,8 +81,8 @@ def _masked_conv_transpose_kernel(
         a_ok = (m_ok[:, None] & (k_ok & (r < KH) & (s < KW))[None, :]
                 & (th >= 0) & (oh < Ho) & (tw >= 0) & (ow < Wo))
         out_pos = oh * Wo + ow
-        word = tl.load(mask_rows[:, None] + (k // 32)[None, :] * (Ho * Wo) + out_pos, mask=a_ok, other=0)
-        gate = (word >> (k % 32)[None, :]) & 1
+        word = tl.load(mask_rows[:, None] + k[None, :] * n_words + out_pos // 32, mask=a_ok, other=0)
+        gate = (word >> (out_pos & 31)) & 1  # & 31 keeps masked lanes' shift counts in range
         if HAS_G:
             g = tl.load(g_rows[:, None] + k[None, :] * (Ho * Wo) + out_pos, mask=a_ok, other=0.0)
             a = tl.where(gate != 0, g, 0.0)
