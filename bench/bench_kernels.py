@@ -115,7 +115,6 @@ def bench_config(model, n, size, device, repeats, backend):
         masks_bytes += mask.numel() * mask.element_size()
         float_bytes += relu_out.numel() * relu_out.element_size()  # autograd keeps each ReLU output
         assert tuple(mask.shape) == mask_shape(relu_out.shape)
-        del y, pre, relu_out, g, g_float
 
     grad = torch.randn_like(x)
     out = torch.empty_like(x)
