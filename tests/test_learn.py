@@ -79,3 +79,17 @@ def test_non_finite_data_are_refused():
     bad[0, 0, 3, 3] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         Learner(bad, LearnConfig(**TINY))
+
+
+def test_learning_rate_decays_by_cosine_within_each_layer():
+    learner = Learner(_observed(), LearnConfig(**dict(TINY, iterations=5), lr=0.01, lr_final=0.1))
+    rates = []
+    for _ in learner.run():
+        rates.append([group["lr"] for group in learner.optimizer.param_groups])
+    weights = [r[0] for r in rates]
+    assert weights[0] == pytest.approx(0.01) and weights[4] == pytest.approx(0.001)
+    assert weights[2] == pytest.approx(0.0055)  # halfway down the cosine
+    assert weights[5:] == pytest.approx(weights[:5])  # the next layer starts again at lr
+    assert all(bias == pytest.approx(2 * weight) for weight, bias in rates)
+    with pytest.raises(ValueError, match="lr_final"):
+        LearnConfig(lr_final=0).check()

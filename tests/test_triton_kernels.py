@@ -13,6 +13,7 @@ from tritongcn import GenerativeConvNet, LayerSpec, langevin  # noqa: E402
 from tritongcn.kernels import (conv_relu_mask, langevin_update, masked_conv_transpose,  # noqa: E402
                                pack_mask, resolve_backend, unpack_mask)
 from tritongcn.kernels.langevin_update_triton import randn_triton  # noqa: E402
+from tritongcn.kernels.torus import torus_padding, wrap_pad  # noqa: E402
 
 TRITON = "triton"
 
@@ -80,6 +81,38 @@ def test_masked_conv_transpose_propagates_nan():
     g[0, 1, 1, 1] = float("nan")
     gx = masked_conv_transpose(g, mask, wt, 1, 0, input_shape=(1, 2, 5, 5), backend=TRITON)
     assert torch.isnan(gx[0, :, 1:4, 1:4]).all() and not torch.isnan(gx[0, :, 0]).any()
+
+
+# Periodic layers (convolutions on the torus): sides multiples of the stride, kernels up to side + stride.
+PERIODIC_CASES = [(1, 1, 5, 5, 5, 3, 1), (3, 3, 9, 6, 33, 5, 3), (2, 3, 8, 6, 7, 4, 2), (1, 2, 4, 4, 3, 5, 1),
+                  (3, 3, 6, 9, 5, 7, 3)]
+
+
+@pytest.mark.parametrize("backend", ["torch", TRITON])
+@pytest.mark.parametrize("n,c,h,w,k,ks,stride", PERIODIC_CASES)
+def test_periodic_layers_match_float64_circular_padding(n, c, h, w, k, ks, stride, backend):
+    x, wt, b = torch.randn(n, c, h, w), torch.randn(k, c, ks, ks), torch.randn(k)
+    before, after = torus_padding(ks, stride)
+    x64 = x.double().requires_grad_()
+    pre = F.conv2d(wrap_pad(x64, before, after), wt.double(), b.double(), stride=stride)
+    assert pre.shape[2:] == (h // stride, w // stride)
+    y, mask = conv_relu_mask(x, wt, b, stride, periodic=True, backend=backend)
+    tol = _tolerance(c * ks * ks)
+    torch.testing.assert_close(y.double(), pre.detach().clamp_min(0), atol=tol, rtol=1e-5)
+    bits = unpack_mask(mask, pre.shape)
+    clear = pre.detach().abs() > tol
+    assert torch.equal(bits[clear], (pre > 0)[clear])
+    g = torch.randn(pre.shape)
+    ours = masked_conv_transpose(g, mask, wt, stride, input_shape=x.shape, periodic=True, backend=backend)
+    (expected,) = torch.autograd.grad((bits.double() * g.double() * pre).sum(), x64)
+    torch.testing.assert_close(ours.double(), expected, atol=_tolerance(k * ks * ks), rtol=1e-5)
+
+
+def test_periodic_layers_refuse_sides_off_the_stride_and_kernels_that_wrap_twice():
+    with pytest.raises(ValueError, match="multiples"):
+        conv_relu_mask(torch.zeros(1, 1, 7, 6), torch.zeros(1, 1, 5, 5), stride=3, periodic=True)
+    with pytest.raises(ValueError, match="more than once"):
+        conv_relu_mask(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 7, 7), periodic=True)
 
 
 def test_langevin_update_is_the_formula_with_the_kernels_noise():

@@ -15,6 +15,7 @@ class LearnConfig:
     iterations: int = 300  # weight updates per grown layer
     layers: int = 3  # layers of the texture net grown one at a time
     lr: float = 0.001  # learning rate (release SGD: 0.0008 to 0.001); biases use twice this
+    lr_final: float = 1.0  # lr at the end of each layer's iterations, as a fraction of lr (cosine); 1: constant
     optimizer: str = "sgd"  # "sgd": the release's plain SGD; "adam": Adam with beta1 0.5 (the group's later code)
     periodic: bool = True  # chains on the torus and data by their interior (see GenerativeConvNet.boundary)
     zero_mean_filters: bool = True  # keep first-layer filters zero-mean (see Learner.project_filters)
@@ -34,6 +35,8 @@ class LearnConfig:
             value = float(getattr(self, name))
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
+        if not (math.isfinite(self.lr_final) and 0 < self.lr_final <= 1):
+            raise ValueError(f"lr_final must be in (0, 1], got {self.lr_final}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):

@@ -5,13 +5,14 @@ moves the weights along mean_obs df/dw - mean_syn df/dw: the observed images' sc
 synthesized images' score goes down until the model's samples match the data's statistics.
 """
 
+import math
 import time
 
 import torch
 
 from .config import LearnConfig
 from .model import GenerativeConvNet
-from .sampler import langevin
+from .chains import ChainBank
 
 
 def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
@@ -58,13 +59,13 @@ class Learner:
         # sides then measure the same thing, the responses of filters that see nothing but texture.
         self.chain_boundary = "periodic" if config.periodic else "zero"
         self.data_boundary = "valid" if config.periodic else "zero"
-        # Chains start at 0, the mean image (the data are mean-subtracted).
-        self.chains = torch.zeros(config.chains, channels, config.sample_size, config.sample_size,
-                                  device=self.device)
         self._check_geometry()
+        # Chains start at 0, the mean image (the data are mean-subtracted).
+        self.bank = ChainBank(self.model, config.chains, (channels, config.sample_size, config.sample_size),
+                              boundary=self.chain_boundary, step_size=config.step_size, sigma=config.sigma,
+                              seed=config.seed, backend=config.backend, device=self.device)
         self.layer = self.model.depth  # layer being grown, 1-based
         self.iteration = 0  # iterations done in the current layer
-        self.langevin_steps_done = 0  # drives the noise counters of the persistent chains
         self.seconds = 0.0  # time spent in iterations so far
 
     @classmethod
@@ -73,6 +74,15 @@ class Learner:
         start at 0 = the mean image and `samples()` adds it back."""
         mean = images.mean(dim=(0, 2, 3))
         return cls(images - mean.view(1, -1, 1, 1), config, mean=mean)
+
+    @property
+    def chains(self) -> torch.Tensor:
+        """The persistent chains (N, C, H, W), mean-subtracted, on the learner's device."""
+        return self.bank.x
+
+    @property
+    def langevin_steps_done(self) -> int:
+        return int(self.bank.steps[0])
 
     def samples(self) -> torch.Tensor:
         """The chains as images in [0, 255] on the CPU, (N, C, H, W)."""
@@ -84,7 +94,9 @@ class Learner:
         self.model.depth = self.config.layers
         try:
             self.model.check_size(self.observed.shape, self.data_boundary)
-            self.model.check_size(self.chains.shape, self.chain_boundary)
+            c = self.config
+            chains = (c.chains, self.observed.shape[1], c.sample_size, c.sample_size)
+            self.model.check_size(chains, self.chain_boundary)
         finally:
             self.model.depth = depth
 
@@ -113,6 +125,18 @@ class Learner:
             weight = self.model.convs[0].weight
             weight.sub_(weight.mean(dim=(1, 2, 3), keepdim=True))
 
+    def _set_learning_rate(self) -> None:
+        """Cosine decay from lr to lr * lr_final over each layer's iterations (biases at twice the rate).
+
+        A decreasing step lets the stochastic-approximation updates settle instead of circling the
+        maximum-likelihood point at the distance one clipped step carries them.
+        """
+        c = self.config
+        progress = self.iteration / max(c.iterations - 1, 1)
+        factor = c.lr_final + (1 - c.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
+        for group, scale in zip(self.optimizer.param_groups, (1.0, 2.0)):
+            group["lr"] = c.lr * scale * factor
+
     @property
     def total_iterations(self) -> int:
         return self.config.iterations * self.config.layers
@@ -121,10 +145,7 @@ class Learner:
         """One iteration: L Langevin steps on the chains, then one weight update."""
         c = self.config
         start = time.perf_counter()
-        self.chains = langevin(self.model, self.chains, c.langevin_steps, c.step_size, c.sigma,
-                               seed=c.seed, backend=c.backend, first_step=self.langevin_steps_done,
-                               boundary=self.chain_boundary)
-        self.langevin_steps_done += c.langevin_steps
+        self.bank.advance(c.langevin_steps)
 
         self.optimizer.zero_grad(set_to_none=True)
         f_obs = per_position_score(self.model, self.observed, self.data_boundary)
@@ -140,6 +161,7 @@ class Learner:
             largest = p.grad.abs().max()
             if largest > c.clip:
                 p.grad.mul_(c.clip / largest)
+        self._set_learning_rate()
         self.optimizer.step()
         self.project_filters()
 

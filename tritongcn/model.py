@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kernels import conv_output_shape, conv_relu_mask, masked_conv_transpose
+from .kernels.torus import torus_padding as kernel_torus_padding
+from .kernels.torus import wrap_pad
 
 
 @dataclass(frozen=True)
@@ -35,38 +37,8 @@ RELEASE_INIT_STD = 0.01
 
 
 def torus_padding(spec: LayerSpec) -> tuple:
-    """(before, after) circular padding that makes a layer a convolution on the torus.
-
-    k - s pixels in all give exactly size / s outputs and every pixel is seen by the same number of
-    filters; wrapping with the layer spec's own padding would leave a seam where the image meets itself.
-    """
-    total = spec.kernel_size - spec.stride
-    if total < 0:
-        raise ValueError(f"a layer whose stride exceeds its kernel skips pixels and has no torus form: {spec}")
-    return total // 2, total - total // 2
-
-
-def wrap_pad(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
-    """Circular padding: the image continues on the opposite side, as on a torus."""
-    return F.pad(x, (before, after, before, after), mode="circular") if before or after else x
-
-
-def wrap_pad_adjoint(g: torch.Tensor, before: int, after: int) -> torch.Tensor:
-    """The adjoint of `wrap_pad`: gradient on the padded image folded back onto the image it came from."""
-    if not (before or after):
-        return g
-    h, w = g.shape[-2] - before - after, g.shape[-1] - before - after
-    rows = g[..., before:before + h, :].clone()
-    if before:
-        rows[..., h - before:h, :] += g[..., :before, :]
-    if after:
-        rows[..., :after, :] += g[..., before + h:, :]
-    out = rows[..., before:before + w].clone()
-    if before:
-        out[..., w - before:w] += rows[..., :before]
-    if after:
-        out[..., :after] += rows[..., before + w:]
-    return out
+    """(before, after) circular padding that makes a layer a convolution on the torus (kernels.torus)."""
+    return kernel_torus_padding(spec.kernel_size, spec.stride)
 
 
 class GenerativeConvNet(nn.Module):
@@ -146,13 +118,14 @@ class GenerativeConvNet(nn.Module):
         return math.prod(spec.stride for spec in self.layers[: depth or self.depth])
 
     def _padding(self, spec: LayerSpec, boundary: str) -> tuple:
-        """(circular padding before, after; zero padding) of one layer under `boundary`."""
+        """(periodic, zero padding) of one layer under `boundary`."""
         if boundary == "zero":
-            return 0, 0, spec.padding
+            return False, spec.padding
         if boundary == "valid":
-            return 0, 0, 0
+            return False, 0
         if boundary == "periodic":
-            return (*torus_padding(spec), 0)
+            torus_padding(spec)  # refuses layers that have no torus form
+            return True, 0
         raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
 
     def check_size(self, shape, boundary: str) -> None:
@@ -166,23 +139,45 @@ class GenerativeConvNet(nn.Module):
             raise ValueError(f"a {shape[-2]}x{shape[-1]} image has no unit whose window fits inside it "
                              f"(receptive field {self.receptive_field()} px)")
 
+    def layer_shapes(self, input_shape, boundary: str = "zero") -> list:
+        """Output shape (N, K, Ho, Wo) of each active layer for an input of `input_shape`."""
+        shapes, shape = [], tuple(input_shape)
+        for spec, conv in zip(self.layers, self.active_convs()):
+            periodic, pad = self._padding(spec, boundary)
+            shape = conv_output_shape(shape, conv.weight.shape, spec.stride, pad, periodic)
+            shapes.append(shape)
+        return shapes
+
     def output_shape(self, input_shape, boundary: str = "zero") -> tuple:
         """Shape (N, K, Ho, Wo) of the top active layer's response to an input of `input_shape`."""
-        shape = tuple(input_shape)
-        for spec, conv in zip(self.layers, self.active_convs()):
-            before, after, pad = self._padding(spec, boundary)
-            padded = shape[:2] + (shape[2] + before + after, shape[3] + before + after)
-            shape = conv_output_shape(padded, conv.weight.shape, spec.stride, pad)
-        return shape
+        return self.layer_shapes(input_shape, boundary)[-1]
 
     def score(self, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
         """f(I) per image, shape (N,): differentiable by autograd (used for the weight gradient)."""
         self.check_size(x.shape, boundary)
         h = x
         for spec, conv in zip(self.layers, self.active_convs()):
-            before, after, pad = self._padding(spec, boundary)
-            h = torch.relu(F.conv2d(wrap_pad(h, before, after), conv.weight, conv.bias, spec.stride, pad))
+            periodic, pad = self._padding(spec, boundary)
+            if periodic:
+                h = wrap_pad(h, *torus_padding(spec))
+            h = torch.relu(F.conv2d(h, conv.weight, conv.bias, spec.stride, pad))
         return h.sum(dim=(1, 2, 3))
+
+    @torch.no_grad()
+    def active_fraction(self, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
+        """Share of ReLU units (all active layers together) that are on, per image: where in the model's
+        piecewise-Gaussian partition the image sits, in one number."""
+        self.check_size(x.shape, boundary)
+        on = total = 0
+        h = x
+        for spec, conv in zip(self.layers, self.active_convs()):
+            periodic, pad = self._padding(spec, boundary)
+            if periodic:
+                h = wrap_pad(h, *torus_padding(spec))
+            h = torch.relu(F.conv2d(h, conv.weight, conv.bias, spec.stride, pad))
+            on = on + (h > 0).flatten(1).sum(dim=1)
+            total += h[0].numel()
+        return on.float() / total
 
     def forward(self, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
         return self.score(x, boundary)
@@ -203,15 +198,14 @@ class GenerativeConvNet(nn.Module):
         masks, input_shapes = [], []
         h = x
         for i, (spec, conv) in enumerate(layers):
-            before, after, pad = self._padding(spec, boundary)
-            h = wrap_pad(h, before, after)
+            periodic, pad = self._padding(spec, boundary)
             input_shapes.append(h.shape)
             h, mask = conv_relu_mask(h, conv.weight, conv.bias, spec.stride, pad,
-                                     need_output=i < len(layers) - 1, backend=backend)
+                                     need_output=i < len(layers) - 1, periodic=periodic, backend=backend)
             masks.append(mask)
         g = None  # df/d(top responses) is all ones for the texture score
         for (spec, conv), mask, shape in zip(reversed(layers), reversed(masks), reversed(input_shapes)):
-            before, after, pad = self._padding(spec, boundary)
-            g = masked_conv_transpose(g, mask, conv.weight, spec.stride, pad, shape, backend=backend)
-            g = wrap_pad_adjoint(g, before, after)
+            periodic, pad = self._padding(spec, boundary)
+            g = masked_conv_transpose(g, mask, conv.weight, spec.stride, pad, shape, periodic=periodic,
+                                      backend=backend)
         return g

@@ -46,20 +46,23 @@ def resolve_backend(backend: str, device=None) -> str:
     return backend
 
 
-def conv_relu_mask(x, w, b=None, stride=1, padding=0, need_output=True, backend="auto"):
-    """(relu(conv2d(x, w, b)), packed bits of the pre-activation > 0); output None if not needed."""
+def conv_relu_mask(x, w, b=None, stride=1, padding=0, need_output=True, periodic=False, backend="auto"):
+    """(relu(conv2d(x, w, b)), packed bits of the pre-activation > 0); output None if not needed.
+
+    `periodic=True` makes the layer a convolution on the torus (torus.py) instead of zero padding.
+    """
     if resolve_backend(backend, x.device) == "triton":
         from .conv_relu_mask_triton import conv_relu_mask_triton
-        return conv_relu_mask_triton(x, w, b, stride, padding, need_output)
-    return conv_relu_mask_torch(x, w, b, stride, padding, need_output)
+        return conv_relu_mask_triton(x, w, b, stride, padding, need_output, periodic)
+    return conv_relu_mask_torch(x, w, b, stride, padding, need_output, periodic)
 
 
-def masked_conv_transpose(g, mask, w, stride=1, padding=0, input_shape=None, backend="auto"):
+def masked_conv_transpose(g, mask, w, stride=1, padding=0, input_shape=None, periodic=False, backend="auto"):
     """Input gradient of sum(g * relu(conv2d(x, w, b))) from the layer's bits; g=None means all ones."""
     if resolve_backend(backend, w.device) == "triton":
         from .masked_conv_transpose_triton import masked_conv_transpose_triton
-        return masked_conv_transpose_triton(g, mask, w, stride, padding, input_shape)
-    return masked_conv_transpose_torch(g, mask, w, stride, padding, input_shape)
+        return masked_conv_transpose_triton(g, mask, w, stride, padding, input_shape, periodic)
+    return masked_conv_transpose_torch(g, mask, w, stride, padding, input_shape, periodic)
 
 
 def langevin_update(x, grad_f, step_size, sigma, seed, offset=0, out=None, backend="auto"):

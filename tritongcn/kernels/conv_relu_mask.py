@@ -8,14 +8,19 @@ import torch
 import torch.nn.functional as F
 
 from .bitmask import pack_mask
+from .torus import check_torus, torus_padding, wrap_pad
 
 
-def conv_relu_mask_torch(x, w, b=None, stride=1, padding=0, need_output=True):
+def conv_relu_mask_torch(x, w, b=None, stride=1, padding=0, need_output=True, periodic=False):
     """Reference and CPU path: (relu(conv2d(x, w, b)), packed bits of conv2d(x, w, b) > 0).
 
     With `need_output=False` the float output is not returned (None): the top layer of the texture
-    model needs only its bits.
+    model needs only its bits. With `periodic=True` the layer is a convolution on the torus (torus.py) and
+    `padding` is not used.
     """
+    if periodic:
+        check_torus(x.shape, w.shape[-1], stride)
+        x, padding = wrap_pad(x, *torus_padding(w.shape[-1], stride)), 0
     pre = F.conv2d(x, w, b, stride=stride, padding=padding)
     # `pre > 0` is False for 0 and for NaN; NaN is carried by the float output (relu keeps NaN).
     mask = pack_mask(pre > 0)

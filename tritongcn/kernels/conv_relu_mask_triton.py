@@ -4,7 +4,8 @@ Implicit GEMM (no im2col buffer): rows M are output positions (a tile of rows ne
 the next), columns N are output channels, the reduction runs over (input channel, kernel row, kernel
 column). The fp32 accumulator gets the bias in the epilogue; its sign is packed 32 positions of a channel
 to an int32 word (the layout of `bitmask.py`) and the float output is written only when the next layer
-reads it.
+reads it. A periodic layer (a convolution on the torus, torus.py) wraps its input indices around instead
+of reading a padded copy.
 """
 
 import os
@@ -14,6 +15,8 @@ import triton
 import triton.language as tl
 
 from .bitmask import mask_shape
+from .masked_conv_transpose import conv_output_shape
+from .torus import torus_padding
 
 _INTERPRET = bool(os.environ.get("TRITON_INTERPRET"))
 
@@ -43,7 +46,7 @@ def _bit_or(a, b):
 def _conv_relu_mask_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, mask_ptr,
     N, C, H, W, K, Ho, Wo, P, RED, stride, pad,
-    KH: tl.constexpr, KW: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, PERIODIC: tl.constexpr,
     HAS_BIAS: tl.constexpr, NEED_OUTPUT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -73,7 +76,12 @@ def _conv_relu_mask_kernel(
         s = offs_k % KW
         ih = ih0[:, None] + r[None, :]
         iw = iw0[:, None] + s[None, :]
-        a_ok = m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        if PERIODIC:  # pad = circular padding before; indices run from -pad to size + after - 1
+            ih = (ih + H) % H
+            iw = (iw + W) % W
+            a_ok = m_ok[:, None] & k_ok[None, :]
+        else:
+            a_ok = m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         a = tl.load(x_chain + c[None, :] * (H * W) + ih * W + iw, mask=a_ok, other=0.0)
         b = tl.load(w_ptr + offs_n[None, :] * RED + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None],
                     other=0.0)
@@ -106,13 +114,15 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
-def conv_relu_mask_triton(x, w, b=None, stride=1, padding=0, need_output=True):
+def conv_relu_mask_triton(x, w, b=None, stride=1, padding=0, need_output=True, periodic=False):
     """(relu(conv2d(x, w, b)), packed bits of conv2d(x, w, b) > 0), in one Triton kernel."""
     n, c, h, wd = x.shape
     k, c_w, kh, kw = w.shape
     if c_w != c:
         raise ValueError(f"weights for {c_w} input channels applied to an input with {c}")
-    ho, wo = (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1
+    _, _, ho, wo = conv_output_shape(x.shape, w.shape, stride, padding, periodic)
+    if periodic:
+        padding = torus_padding(kw, stride)[0]
     if ho < 1 or wo < 1:
         raise ValueError(f"a {kh}x{kw} kernel does not fit a {h}x{wd} input with padding {padding}")
     x, w = x.contiguous(), w.contiguous().to(x.dtype)
@@ -125,5 +135,5 @@ def conv_relu_mask_triton(x, w, b=None, stride=1, padding=0, need_output=True):
 
     _conv_relu_mask_kernel[grid](
         x, w, bias, y, mask, n, c, h, wd, k, ho, wo, ho * wo, c * kh * kw, stride, padding,
-        KH=kh, KW=kw, HAS_BIAS=b is not None, NEED_OUTPUT=need_output, PRECISION=dot_precision(x.dtype))
+        KH=kh, KW=kw, PERIODIC=periodic, HAS_BIAS=b is not None, NEED_OUTPUT=need_output, PRECISION=dot_precision(x.dtype))
     return (y if need_output else None), mask

@@ -6,7 +6,8 @@
 Strided layers by phase decomposition: input rows with the same (ih + pad) mod stride meet the same kernel
 rows (r = that phase + stride * j), so each phase is a dense implicit GEMM with no inserted zeros. The
 gradient g is gated by the bits as it is loaded; with g=None (all ones, the top layer of the texture model)
-the kernel reads bits only.
+the kernel reads bits only. A periodic layer wraps its indices around the torus (torus.py); sides are
+multiples of the stride there, so wrapping keeps every row in its phase.
 """
 
 import torch
@@ -16,6 +17,7 @@ import triton.language as tl
 from .bitmask import mask_shape
 from .conv_relu_mask_triton import _INTERPRET, dot_precision
 from .masked_conv_transpose import conv_output_shape
+from .torus import torus_padding
 
 
 def _configs():
@@ -36,7 +38,8 @@ def _configs():
 def _masked_conv_transpose_kernel(
     g_ptr, mask_ptr, w_ptr, gx_ptr,
     N, C, H, W, K, Ho, Wo, stride, pad,
-    KH: tl.constexpr, KW: tl.constexpr, HAS_G: tl.constexpr, PRECISION: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, PERIODIC: tl.constexpr, HAS_G: tl.constexpr,
+    PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -76,6 +79,9 @@ def _masked_conv_transpose_kernel(
         s = ps + (tap % taps_s) * stride
         th = ih[:, None] + pad - r[None, :]  # = oh * stride, a multiple of stride by the phase
         tw = iw[:, None] + pad - s[None, :]
+        if PERIODIC:  # the output row that reads ih through the wrap: Ho * stride == H
+            th = (th + H) % H
+            tw = (tw + W) % W
         oh = th // stride
         ow = tw // stride
         a_ok = (m_ok[:, None] & (k_ok & (r < KH) & (s < KW))[None, :]
@@ -97,7 +103,7 @@ def _masked_conv_transpose_kernel(
     tl.store(gx_ptrs, acc.to(gx_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
-def masked_conv_transpose_triton(g, mask, w, stride=1, padding=0, input_shape=None):
+def masked_conv_transpose_triton(g, mask, w, stride=1, padding=0, input_shape=None, periodic=False):
     """conv_transpose2d(g * bits, w) fitted to `input_shape`, in one Triton kernel launch."""
     if input_shape is None:
         raise ValueError("masked_conv_transpose needs input_shape, the shape of the layer's input")
@@ -105,7 +111,9 @@ def masked_conv_transpose_triton(g, mask, w, stride=1, padding=0, input_shape=No
     k, c_w, kh, kw = w.shape
     if c_w != c:
         raise ValueError(f"weights for {c_w} input channels, but input_shape has {c}")
-    out_shape = conv_output_shape(input_shape, w.shape, stride, padding)
+    out_shape = conv_output_shape(input_shape, w.shape, stride, padding, periodic)
+    if periodic:
+        padding = torus_padding(kw, stride)[0]
     if tuple(mask.shape) != mask_shape(out_shape) or mask.dtype != torch.int32:
         raise ValueError(f"mask of dtype {mask.dtype} and shape {tuple(mask.shape)} does not hold the bits "
                          f"of a {out_shape} layer output")
@@ -122,5 +130,5 @@ def masked_conv_transpose_triton(g, mask, w, stride=1, padding=0, input_shape=No
     _masked_conv_transpose_kernel[grid](
         g.contiguous() if g is not None else mask, mask.contiguous(), w.to(dtype), gx,
         n, c, h, wd, k, out_shape[2], out_shape[3], stride, padding,
-        KH=kh, KW=kw, HAS_G=g is not None, PRECISION=dot_precision(dtype))
+        KH=kh, KW=kw, PERIODIC=periodic, HAS_G=g is not None, PRECISION=dot_precision(dtype))
     return gx

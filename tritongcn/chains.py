@@ -1,0 +1,155 @@
+"""A bank of persistent Langevin chains, resident on one device and advanced in memory-sized chunks.
+
+Every chain has its own step count, and its noise is addressed by (its index in the whole bank, its step)
+through the counters of `tritongcn.langevin`: a bank gives the same chains whether it is advanced in one
+batch or in chunks, in one process or sharded over several, in one run or resumed from a saved state.
+"""
+
+import torch
+
+from .kernels import mask_shape
+from .kernels.langevin_update import _splitmix64, chain_noise_torch
+from .model import GenerativeConvNet
+from .sampler import langevin
+
+INITS = ("zero", "noise")
+FLOAT_BYTES = 4
+_INIT_STREAM = 0x1A17  # keeps the noise that starts chains apart from the Langevin noise
+
+
+def bytes_per_chain(model: GenerativeConvNet, shape, boundary: str = "periodic") -> int:
+    """Bytes of work in flight per chain during one Langevin step (its resident state not counted).
+
+    The bottom-up pass keeps every layer's bits and has one layer's float input and output alive at a
+    time; the top-down pass has one gradient arriving and one leaving; the step then holds the input
+    gradient and the noise. Counted from the layer shapes at the model's current depth.
+    """
+    shapes = model.layer_shapes((1,) + tuple(shape), boundary)
+    bits = sum(FLOAT_BYTES * mask_shape(s)[1] * mask_shape(s)[2] for s in shapes)
+    numels = [shape[0] * shape[1] * shape[2]] + [s[1] * s[2] * s[3] for s in shapes]
+    in_flight = max(a + b for a, b in zip(numels, numels[1:]))
+    return bits + FLOAT_BYTES * (in_flight + 2 * numels[0])
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes the bank may use for work in flight: half of what the device has free (2 GiB if unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return 2 << 30
+
+
+class ChainBank:
+    """N chains of shape (C, H, W) for `model`, as one fp32 tensor `x` on `device`.
+
+    `first_chain` and `total_chains` place this bank inside a larger one (a shard of a bank spread over
+    processes): chain i here is chain first_chain + i of the whole, and draws that chain's noise.
+    Chains start at 0 (`init="zero"`, the mean image of mean-subtracted data), from N(0, sigma^2) noise
+    (`init="noise"`), or from given images (`images`, mean-subtracted).
+    """
+
+    def __init__(self, model: GenerativeConvNet, chains: int, shape, *, boundary: str = "periodic",
+                 step_size: float = 0.3, sigma: float = 1.0, seed: int = 0, init: str = "zero",
+                 images: torch.Tensor | None = None, memory_budget: int | None = None, backend: str = "auto",
+                 device=None, first_chain: int = 0, total_chains: int | None = None):
+        if chains < 1:
+            raise ValueError(f"a chain bank needs at least one chain, got {chains}")
+        if step_size <= 0 or sigma <= 0:
+            raise ValueError("step_size and sigma must be positive")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 3 or shape[0] != model.in_channels:
+            raise ValueError(f"chains of shape {shape} do not fit a model of {model.in_channels} input channels")
+        self.total_chains = chains if total_chains is None else total_chains
+        if first_chain < 0 or first_chain + chains > self.total_chains:
+            raise ValueError(f"chains {first_chain}..{first_chain + chains - 1} do not fit in a bank of "
+                             f"{self.total_chains}")
+        self.model, self.boundary, self.backend = model, boundary, backend
+        self.step_size, self.sigma, self.seed = float(step_size), float(sigma), int(seed)
+        self.first_chain = first_chain
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.memory_budget = memory_budget or default_memory_budget(self.device)
+        model.check_size((chains,) + shape, boundary)
+        if images is not None:
+            if tuple(images.shape) != (chains,) + shape:
+                raise ValueError(f"start images of shape {tuple(images.shape)} for {chains} chains of {shape}")
+            self.x = images.to(self.device, torch.float32).clone()
+        elif init == "noise":
+            numel = shape[0] * shape[1] * shape[2]
+            self.x = sigma * chain_noise_torch((chains,) + shape, _splitmix64(self.seed ^ _INIT_STREAM),
+                                               offset=first_chain * numel, device=self.device)
+        else:
+            self.x = torch.zeros((chains,) + shape, device=self.device)
+        self.steps = torch.zeros(chains, dtype=torch.int64)  # Langevin steps taken by each chain
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def chunk_size(self) -> int:
+        """Chains advanced together: as many as the memory budget holds, at least one."""
+        per_chain = bytes_per_chain(self.model, self.x.shape[1:], self.boundary)
+        return max(1, min(len(self), self.memory_budget // per_chain))
+
+    def _runs(self, chunk: int):
+        """(start, end, step) of consecutive chains with equal step counts, at most `chunk` long."""
+        steps = self.steps.tolist()
+        start = 0
+        while start < len(steps):
+            end = start + 1
+            while end < len(steps) and end - start < chunk and steps[end] == steps[start]:
+                end += 1
+            yield start, end, steps[start]
+            start = end
+
+    @torch.no_grad()
+    def advance(self, steps: int, progress=None) -> None:
+        """Move every chain `steps` Langevin steps; `progress(chains_done)` is called after each chunk."""
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        if steps == 0:
+            return
+        for start, end, first_step in self._runs(self.chunk_size):
+            self.x[start:end] = langevin(self.model, self.x[start:end], steps, self.step_size, self.sigma,
+                                         seed=self.seed, backend=self.backend, first_step=first_step,
+                                         boundary=self.boundary, chain_start=self.first_chain + start,
+                                         total_chains=self.total_chains)
+            self.steps[start:end] += steps
+            if progress is not None:
+                progress(end - start)
+
+    @torch.no_grad()
+    def stats(self) -> dict:
+        """Per chain: energy E(I), the norm of the input gradient B(I) = df/dI, the share of active units."""
+        energy, grad_norm, active = [], [], []
+        for start in range(0, len(self), self.chunk_size):
+            x = self.x[start:start + self.chunk_size]
+            energy.append(self.model.energy(x, self.sigma, self.boundary))
+            grad = self.model.grad_input(x, backend=self.backend, boundary=self.boundary)
+            grad_norm.append(grad.flatten(1).norm(dim=1))
+            active.append(self.model.active_fraction(x, self.boundary))
+        return {"energy": torch.cat(energy).cpu(), "grad_norm": torch.cat(grad_norm).cpu(),
+                "active": torch.cat(active).cpu()}
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: chains, step counts, settings (plain types and tensors)."""
+        return {"x": self.x.detach().cpu(), "steps": self.steps.clone(), "boundary": self.boundary,
+                "step_size": self.step_size, "sigma": self.sigma, "seed": self.seed,
+                "first_chain": self.first_chain, "total_chains": self.total_chains}
+
+    @classmethod
+    def from_state(cls, model: GenerativeConvNet, state: dict, **kwargs) -> "ChainBank":
+        """The bank `state_dict` saved, continuing where it stopped (budget, backend, device from kwargs)."""
+        x = state["x"]
+        bank = cls(model, x.shape[0], x.shape[1:], boundary=state["boundary"], step_size=state["step_size"],
+                   sigma=state["sigma"], seed=state["seed"], images=x, first_chain=state["first_chain"],
+                   total_chains=state["total_chains"], **kwargs)
+        bank.steps = state["steps"].clone().to(torch.int64)
+        return bank
