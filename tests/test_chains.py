@@ -119,3 +119,27 @@ def test_bad_banks_are_refused():
         ChainBank(net, 2, SHAPE, init="data")
     with pytest.raises(ValueError, match="do not fit"):
         ChainBank(net, 3, SHAPE, first_chain=2, total_chains=4)
+
+
+def _seam_statistic(x):
+    """Per chain: mean |difference| of horizontal neighbours across the seams of a 2x2 tiling, minus the same
+    across interior column pairs; and the t-statistic of its mean over chains."""
+    tiled = x.repeat(1, 1, 2, 2)
+    w = x.shape[-1]
+    diffs = (tiled[..., 1:] - tiled[..., :-1]).abs().mean(dim=(1, 2))  # (chains, 2w - 1)
+    seam = diffs[:, w - 1]
+    interior = torch.cat([diffs[:, : w - 1], diffs[:, w:]], dim=1).mean(dim=1)
+    d = (seam - interior).double()
+    return d.mean() / (d.std() / len(d) ** 0.5)
+
+
+def test_periodic_samples_tile_without_a_seam():
+    net = GenerativeConvNet(1, [LayerSpec(8, 5, 1, 0), LayerSpec(4, 3, 1, 0)], init_std=0.3,
+                            generator=torch.Generator().manual_seed(2))
+    bank = ChainBank(net, 48, (1, 16, 16), boundary="periodic", step_size=0.5, sigma=1.0, init="noise", seed=5)
+    bank.advance(20)
+    # On the torus every column pair, the seam's included, has the same distribution: no seam to find.
+    assert abs(_seam_statistic(bank.x)) < 4
+    # The statistic does find a seam where there is one: rows of a random walk do not wrap around.
+    walks = torch.randn(48, 1, 16, 16, generator=torch.Generator().manual_seed(0)).cumsum(dim=-1)
+    assert _seam_statistic(walks) > 4

@@ -1,5 +1,6 @@
 """The `tritongcn` command line. torch is imported inside commands so that `--help` is instant."""
 
+import io
 import json
 import math
 import time
@@ -62,6 +63,7 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
     """Learn a texture model from IMAGE and write samples, a grid, metrics and the model to --out."""
     import torch
 
+    from .distributed import finish, gather_objects, init_world
     from .io import InputError, load_image, preprocess
     from .learn import Learner
     from .model import GenerativeConvNet
@@ -88,43 +90,65 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
         raise click.BadParameter(f"{sample_size} is not a multiple of the net's total stride {stride}, "
                                  f"which periodic samples need (try {sample_size // stride * stride})",
                                  param_hint="--sample-size")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        if torch.device(device).type not in ("cpu", "cuda"):
-            raise RuntimeError("tritongcn runs on cpu and cuda devices")
-        torch.empty(0, device=torch.device(device))
-    except (RuntimeError, AssertionError) as err:
-        raise click.BadParameter(f"{device!r} is not a usable device ({err})", param_hint="--device")
+    device = _usable_device(device)
 
     config = LearnConfig(image_size=image_size, sample_size=sample_size, chains=chains,
                          langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
                          iterations=iterations, layers=layers, lr=lr, seed=seed, periodic=periodic,
                          device=device)
     training = preprocess(raw, image_size)
-    learner = Learner.from_images(training.unsqueeze(0), config)
-
+    world = init_world(torch.device(device))
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise click.ClickException(f"cannot create the output folder {out_dir}: {err.strerror or err}")
+        learner = Learner.from_images(training.unsqueeze(0), config, world=world)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+
+    if world.is_main:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise click.ClickException(f"cannot create the output folder {out_dir}: {err.strerror or err}")
     records = []
     start = time.perf_counter()
-    metrics_path = out_dir / "metrics.jsonl"
-    with open(metrics_path, "w") as metrics_file, click.progressbar(
-            length=learner.total_iterations, label="learning", show_eta=True,
-            item_show_func=lambda r: r) as bar:
+    metrics_file = open(out_dir / "metrics.jsonl", "w") if world.is_main else io.StringIO()
+    quiet = None if world.is_main else io.StringIO()  # one progress bar, the first process's
+    with metrics_file, click.progressbar(length=learner.total_iterations, label="learning", show_eta=True,
+                                         item_show_func=lambda r: r, file=quiet) as bar:
         for record in _checked(learner.run()):
             records.append(record)
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
             bar.update(1, f"layer {record['layer']}/{layers} it {record['iteration']}/{iterations} "
                           f"gap {record['gap']:+.3g} {record['seconds']:.0f}s")
-    samples = learner.samples()
-    _write_outputs(out_dir, learner, training, samples, records)
+    # The chains of every process, in bank order, for the outputs the first process writes.
+    samples = torch.cat(gather_objects(learner.samples(), world))
+    state = learner.state_dict()
+    state["chains"] = torch.cat(gather_objects(state["chains"], world))
+    finish(world)
+    if not world.is_main:
+        return
+    _write_outputs(out_dir, learner.config.seed, state, training, samples, records)
     _evaluate_run(out_dir, training, samples)
     elapsed = time.perf_counter() - start
     click.echo(f"done in {elapsed:.0f}s: {out_dir}/grid.png, {out_dir}/samples/, {out_dir}/model.pt")
+
+
+def _usable_device(device: str) -> str:
+    """`device` checked (auto: cuda when available, else cpu); under torchrun, this process's GPU."""
+    import torch
+
+    from .distributed import local_device
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = local_device(device)
+    try:
+        if torch.device(device).type not in ("cpu", "cuda"):
+            raise RuntimeError("tritongcn runs on cpu and cuda devices")
+        torch.empty(0, device=torch.device(device))
+    except (RuntimeError, AssertionError) as err:
+        raise click.BadParameter(f"{device!r} is not a usable device ({err})", param_hint="--device")
+    return device
 
 
 def _evaluate_run(out_dir, training, samples) -> None:
@@ -151,7 +175,7 @@ def _checked(records):
         raise click.ClickException(str(err)) from None
 
 
-def _write_outputs(out_dir, learner, training, samples, records) -> None:
+def _write_outputs(out_dir, seed, state, training, samples, records) -> None:
     import torch
 
     from .io import draw_learning_curve, make_grid, save_checkpoint, save_png
@@ -166,10 +190,10 @@ def _write_outputs(out_dir, learner, training, samples, records) -> None:
 
         # Real crops at the samples' size, so the eye compares like with like.
         real_crops = random_crops(training.unsqueeze(0), samples.shape[-1], len(samples),
-                                  torch.Generator().manual_seed(learner.config.seed))
+                                  torch.Generator().manual_seed(seed))
     save_png(make_grid(training, samples, real_crops), out_dir / "grid.png")
     draw_learning_curve(records, out_dir / "learning_curve.png")
-    save_checkpoint(learner.state_dict(), out_dir / "model.pt")
+    save_checkpoint(state, out_dir / "model.pt")
 
 
 def _image_paths(paths):
@@ -241,3 +265,225 @@ def evaluate_command(texture, samples, image_size, crop, crops, seed, as_json):
         click.echo(f"{name:<14}" + "".join(f"{result[name][c]:>11.3f}" for c in columns))
     if not has_ps:
         click.echo("(ps_z needs plenoptic: pip install 'tritongcn[eval]')")
+
+
+def _bytes(ctx, param, value):
+    """'2G', '512M', '100k' or a plain number of bytes."""
+    if value is None:
+        return None
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    text = value.strip().lower().removesuffix("b").removesuffix("i")
+    scale = units.get(text[-1:], 1)
+    try:
+        number = float(text[:-1] if text[-1:] in units else text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size like 2G, 512M or 1000000") from None
+    if not (math.isfinite(number) and number > 0):
+        raise click.BadParameter(f"must be positive, got {value!r}")
+    return int(number * scale)
+
+
+CHAINS_FORMAT = "tritongcn.chains"
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--chains", type=click.IntRange(1, 1 << 24), default=16, show_default=True,
+              help="Number of chains (samples).")
+@click.option("--steps", type=click.IntRange(0, 10**7), default=300, show_default=True,
+              help="Langevin steps per chain in all (with --resume, the steps already taken count).")
+@click.option("--size", type=click.IntRange(8, 16384), default=None,
+              help="Side of the samples [default: the size the model was learned with].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: the model's folder / samples-<size>].")
+@click.option("--init", type=click.Choice(["zero", "noise"]), default="zero", show_default=True,
+              help="Start the chains at the mean image or from N(0, sigma^2) noise around it.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Seed of the starting noise and the Langevin noise.")
+@click.option("--step-size", type=float, default=None, callback=_positive_float,
+              help="Langevin step size [default: the one the model was learned with].")
+@click.option("--memory-budget", callback=_bytes, default=None,
+              help="Memory for work in flight, like 2G or 512M; chains are advanced in chunks that fit "
+                   "[default: half the free memory].")
+@click.option("--resume", is_flag=True, help="Continue the chains saved in --out (chains.pt).")
+@click.option("--save-every", type=click.IntRange(1, 10**7), default=None,
+              help="Save the chains to --out/chains.pt every this many steps, so --resume loses little.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "png", "npz"]), default="auto", show_default=True,
+              help="One PNG per chain, or one samples.npz (auto: PNGs up to 256 chains).")
+@click.option("--gif", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Animate this many chains evolving into evolution.gif.")
+@click.option("--periodic/--zero-padding", default=None,
+              help="Sample on the torus (seamless tiles) or with zero padding [default: as learned].")
+@click.option("--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, cuda:1, ...")
+@click.option("--backend", type=click.Choice(["auto", "torch", "triton"]), default="auto", show_default=True,
+              help="Kernel backend (auto: triton on CUDA, torch on the CPU).")
+@click.option("--overwrite", is_flag=True, help="Replace the samples of an earlier run in --out.")
+def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memory_budget, resume, save_every,
+           fmt, gif, periodic, device, backend, overwrite):
+    """Draw samples from a learned MODEL (model.pt of `tritongcn learn`) with persistent Langevin chains.
+
+    Under `torchrun --nproc-per-node P` the chains are split between the P processes; each chain is the
+    same as in a single-process run with the same seed.
+    """
+    import torch
+
+    from .chains import ChainBank
+    from .config import LearnConfig
+    from .distributed import finish, init_world
+    from .io import InputError, load_checkpoint
+    from .model import GenerativeConvNet
+
+    try:
+        state = load_checkpoint(model_path)
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
+    learned = LearnConfig.from_dict(state["config"])
+    model = GenerativeConvNet.from_config(state["model_config"])
+    model.load_state_dict(state["model"])
+    periodic = learned.periodic if periodic is None else periodic
+    boundary = "periodic" if periodic else "zero"
+    step_size = step_size or learned.step_size
+    size = size or learned.sample_size
+    stride = model.total_stride()
+    if periodic and size % stride:
+        rounded = max(stride, round(size / stride) * stride)
+        click.echo(f"periodic samples need sides that are multiples of {stride}: sampling at {rounded} px")
+        size = rounded
+    out_dir = out_dir or model_path.parent / f"samples-{size}"
+    state_path = out_dir / "chains.pt"
+    if state_path.exists() and not (resume or overwrite):
+        raise click.ClickException(f"{out_dir} already holds chains (chains.pt): pass --resume to continue "
+                                   "them, --overwrite to start again, or choose another --out")
+    if resume and not state_path.exists():
+        raise click.ClickException(f"nothing to resume: {state_path} does not exist")
+    device = _usable_device(device)
+    world = init_world(torch.device(device))
+    first, count = world.shard(chains)
+    if count == 0:
+        raise click.ClickException(f"{chains} chains cannot be split between {world.size} processes")
+    model = model.to(device)
+    mean = state["mean"].float().view(1, -1, 1, 1)
+    shape = (model.in_channels, size, size)
+    try:
+        if resume:
+            bank = _load_bank(state_path, model, world, chains, shape, memory_budget, backend, device)
+        else:
+            bank = ChainBank(model, count, shape, boundary=boundary, step_size=step_size, sigma=learned.sigma,
+                             seed=seed, init=init, memory_budget=memory_budget, backend=backend, device=device,
+                             first_chain=first, total_chains=chains)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    remaining = max(0, steps - int(bank.steps.min()))
+    frames, frame_every = [], max(1, remaining // 40) if gif else 0
+    animated = min(gif, len(bank)) if world.is_main else 0
+    if animated:
+        frames.append(_frame(bank, mean, animated))
+    start = time.perf_counter()
+    done = 0
+    quiet = None if world.is_main else io.StringIO()  # one progress bar, the first process's
+    with click.progressbar(length=remaining * len(bank), label=f"sampling {chains} chains of {size} px",
+                           show_eta=True, item_show_func=lambda rate: rate, file=quiet) as bar:
+        while done < remaining:
+            segment = remaining - done
+            for every in (save_every, frame_every):
+                if every:
+                    segment = min(segment, every - done % every)
+
+            def progress(advanced, segment=segment):
+                bar.update(advanced * segment,
+                           f"{bar.pos * world.size / max(time.perf_counter() - start, 1e-9):.0f} chain-steps/s")
+
+            bank.advance(segment, progress)
+            done += segment
+            if animated and done % frame_every == 0:
+                frames.append(_frame(bank, mean, animated))
+            if save_every and done % save_every == 0 and done < remaining:
+                _save_bank(bank, state_path, world)
+    elapsed = time.perf_counter() - start
+    _save_bank(bank, state_path, world)
+    _write_samples(bank, mean, out_dir, world, fmt, chains, frames, elapsed, remaining)
+    finish(world)
+
+
+def _rank_path(path: Path, world) -> Path:
+    return path if world.size == 1 else path.with_name(f"{path.stem}.rank{world.rank}{path.suffix}")
+
+
+def _save_bank(bank, path, world) -> None:
+    import torch
+
+    from .io import atomic_save
+
+    payload = {"format": CHAINS_FORMAT, **bank.state_dict()}
+    atomic_save(lambda tmp: torch.save(payload, tmp), _rank_path(path, world))
+
+
+def _load_bank(path, model, world, chains, shape, memory_budget, backend, device):
+    import torch
+
+    from .chains import ChainBank
+
+    path = _rank_path(path, world)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for foreign or damaged files
+        raise click.ClickException(f"{path}: not readable saved chains ({type(err).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHAINS_FORMAT:
+        raise click.ClickException(f"{path}: not saved tritongcn chains")
+    if state["total_chains"] != chains or tuple(state["x"].shape[1:]) != shape:
+        raise click.ClickException(f"{path} holds {state['total_chains']} chains of "
+                                   f"{tuple(state['x'].shape[1:])}: resume with the same --chains and --size")
+    return ChainBank.from_state(model, state, memory_budget=memory_budget, backend=backend, device=device)
+
+
+def _frame(bank, mean, count):
+    from .io import contact_sheet
+
+    return contact_sheet((bank.x[:count].cpu() + mean).clamp(0, 255))
+
+
+def _write_samples(bank, mean, out_dir, world, fmt, chains, frames, elapsed, steps) -> None:
+    import numpy as np
+    import torch
+
+    from .distributed import barrier, gather_objects
+    from .io import atomic_save, contact_sheet, save_gif, save_png
+
+    images = (bank.x.cpu() + mean).clamp(0, 255).round().to(torch.uint8)
+    if fmt == "auto":
+        fmt = "png" if chains <= 256 else "npz"
+    if fmt == "png":
+        (out_dir / "samples").mkdir(exist_ok=True)
+        for i, image in enumerate(images):
+            save_png(image.float(), out_dir / "samples" / f"{bank.first_chain + i:05d}.png")
+    else:
+        array = images.permute(0, 2, 3, 1).numpy()
+        def write(tmp):
+            with open(tmp, "wb") as f:  # a file object: given a name, numpy would append ".npz" to it
+                np.savez_compressed(f, samples=array, first_chain=bank.first_chain)
+
+        atomic_save(write, _rank_path(out_dir / "samples.npz", world))
+    stats = bank.stats()
+    per_chain = {key: value.tolist() for key, value in stats.items()}
+    shown = gather_objects(images[:64], world)
+    all_stats = gather_objects(per_chain, world)
+    barrier(world)
+    if not world.is_main:
+        return
+    sheet = torch.cat(shown)[:64].float()
+    save_png(contact_sheet(sheet), out_dir / "grid.png")
+    if frames:
+        save_gif(frames, out_dir / "evolution.gif")
+    merged = {key: sum((s[key] for s in all_stats), []) for key in per_chain}
+    summary = {key: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+               for key, v in merged.items()}
+    report = {"chains": chains, "steps": int(bank.steps.max()), "seconds": round(elapsed, 3),
+              "chain_steps_per_s": chains * steps / elapsed if elapsed > 0 and steps else None,
+              "processes": world.size, "summary": summary, "per_chain": merged}
+    atomic_save(lambda tmp: Path(tmp).write_text(json.dumps(report) + "\n"), out_dir / "stats.json")
+    rate = f", {report['chain_steps_per_s']:.0f} chain-steps/s" if report["chain_steps_per_s"] else ""
+    click.echo(f"{chains} samples in {out_dir} ({'samples/' if fmt == 'png' else 'samples.npz'}, grid.png"
+               f"{', evolution.gif' if frames else ''}, stats.json){rate}; energy mean "
+               f"{summary['energy']['mean']:.4g}, active units {summary['active']['mean']:.1%}")

@@ -135,6 +135,26 @@ def make_grid(training: torch.Tensor, samples: torch.Tensor, real_crops: torch.T
     return grid
 
 
+def contact_sheet(images: torch.Tensor, columns: int | None = None, gap: int = 4) -> Image.Image:
+    """Images (N, C, H, W) in [0, 255] side by side in a near-square grid on white."""
+    n, c, h, w = images.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    sheet = Image.new("L" if c == 1 else "RGB", (columns * (w + gap) + gap, rows * (h + gap) + gap),
+                      255 if c == 1 else (255, 255, 255))
+    for i, image in enumerate(images):
+        r, q = divmod(i, columns)
+        sheet.paste(to_pil(image), (gap + q * (w + gap), gap + r * (h + gap)))
+    return sheet
+
+
+def save_gif(frames: list, path, seconds_per_frame: float = 0.1) -> None:
+    """An animated GIF of PIL frames, looping, the last frame held a little longer."""
+    durations = [int(1000 * seconds_per_frame)] * (len(frames) - 1) + [1500]
+    atomic_save(lambda tmp: frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
+                                           duration=durations, loop=0), path)
+
+
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list:
     if not math.isfinite(lo) or not math.isfinite(hi):
         return []

@@ -13,6 +13,7 @@ import torch
 from .config import LearnConfig
 from .model import GenerativeConvNet
 from .chains import ChainBank
+from .distributed import World, all_reduce_sum
 
 
 def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
@@ -36,7 +37,7 @@ class Learner:
     """
 
     def __init__(self, observed: torch.Tensor, config: LearnConfig, model: GenerativeConvNet | None = None,
-                 mean: torch.Tensor | None = None):
+                 mean: torch.Tensor | None = None, world: World | None = None):
         config.check()
         self.config = config
         self.device = torch.device(config.device)
@@ -60,20 +61,27 @@ class Learner:
         self.chain_boundary = "periodic" if config.periodic else "zero"
         self.data_boundary = "valid" if config.periodic else "zero"
         self._check_geometry()
+        # Under torchrun each process holds a shard of the chains; the weight gradient is summed over them.
+        self.world = world or World()
+        first, count = self.world.shard(config.chains)
+        if count < 1:
+            raise ValueError(f"{config.chains} chains cannot be split between {self.world.size} processes")
+        self.share = count / config.chains  # this shard's weight in the mean over all chains
         # Chains start at 0, the mean image (the data are mean-subtracted).
-        self.bank = ChainBank(self.model, config.chains, (channels, config.sample_size, config.sample_size),
+        self.bank = ChainBank(self.model, count, (channels, config.sample_size, config.sample_size),
                               boundary=self.chain_boundary, step_size=config.step_size, sigma=config.sigma,
-                              seed=config.seed, backend=config.backend, device=self.device)
+                              seed=config.seed, backend=config.backend, device=self.device,
+                              first_chain=first, total_chains=config.chains)
         self.layer = self.model.depth  # layer being grown, 1-based
         self.iteration = 0  # iterations done in the current layer
         self.seconds = 0.0  # time spent in iterations so far
 
     @classmethod
-    def from_images(cls, images: torch.Tensor, config: LearnConfig) -> "Learner":
+    def from_images(cls, images: torch.Tensor, config: LearnConfig, world: World | None = None) -> "Learner":
         """A learner for (M, C, H, W) images in [0, 255]: their mean colour is subtracted, so the chains
         start at 0 = the mean image and `samples()` adds it back."""
         mean = images.mean(dim=(0, 2, 3))
-        return cls(images - mean.view(1, -1, 1, 1), config, mean=mean)
+        return cls(images - mean.view(1, -1, 1, 1), config, mean=mean, world=world)
 
     @property
     def chains(self) -> torch.Tensor:
@@ -153,9 +161,13 @@ class Learner:
         if not (torch.isfinite(f_obs) and torch.isfinite(f_syn)):
             raise FloatingPointError(f"learning diverged at layer {self.layer}, iteration {self.iteration + 1}: "
                                      "the scores are no longer finite; lower --lr or --step-size")
-        # Gradient ascent on the log-likelihood = descent on f_syn - f_obs.
-        (f_syn - f_obs).backward()
+        # Gradient ascent on the log-likelihood = descent on f_syn - f_obs. Each process weighs its shard's
+        # f_syn by its share and f_obs by 1 / processes, so the summed gradient is the whole bank's.
+        (self.share * f_syn - f_obs / self.world.size).backward()
         params = [p for conv in self.model.active_convs() for p in conv.parameters()]
+        scores = torch.stack([self.share * f_syn.detach(), f_obs.detach() / self.world.size])
+        all_reduce_sum([p.grad for p in params] + [scores], self.world)
+        f_syn, f_obs = scores[0], scores[1]
         grad_norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in params)).item()
         for p in params:
             largest = p.grad.abs().max()

@@ -1,0 +1,110 @@
+"""A large chain bank: thousands of chains advanced in memory-sized chunks, and the memory per chain.
+
+Advances a `ChainBank` of the paper's texture net (random weights, biases of both signs) and reports
+chain-steps/s, the chunk size its memory budget gave and the process's peak resident memory. Then, on one
+chunk of chains, the bytes held per chain between the bottom-up and the top-down pass: the packed bits
+tritongcn keeps (the masks `conv_relu_mask` returns) against the tensors autograd saves for its backward
+pass (counted with saved-tensor hooks), both measured on real tensors. Appends a JSON line to
+bench/results.jsonl.
+
+    python bench/bench_bank.py                                   # 4096 chains of 64x64 RGB, 100 steps
+    python bench/bench_bank.py --chains 256 --steps 10           # a quick look
+"""
+
+import argparse
+import datetime
+import json
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+import tritongcn
+from tritongcn import GenerativeConvNet
+from tritongcn.chains import ChainBank
+from tritongcn.kernels import conv_relu_mask
+
+from bench_langevin import _cpu_name
+
+
+def bits_bytes_per_chain(model, x, boundary):
+    """Bytes of the masks one bottom-up pass keeps, per chain (the only state the top-down pass reads)."""
+    total, h = 0, x
+    layers = list(zip(model.layers, model.active_convs()))
+    for i, (spec, conv) in enumerate(layers):
+        periodic, pad = model._padding(spec, boundary)
+        h, mask = conv_relu_mask(h, conv.weight, conv.bias, spec.stride, pad, need_output=i < len(layers) - 1,
+                                 periodic=periodic)
+        total += mask.numel() * mask.element_size()
+    return total / x.shape[0]
+
+
+def autograd_bytes_per_chain(model, x, sigma, boundary):
+    """Bytes of the tensors autograd saves for dE/dI, per chain (weights excluded: they are shared)."""
+    weights = {p.data_ptr() for p in model.parameters()}
+    seen, total = set(), 0
+
+    def pack(t):
+        nonlocal total
+        key = (t.data_ptr(), t.numel())
+        if t.data_ptr() not in weights and key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+        return t
+
+    x = x.detach().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        energy = x.pow(2).sum() / (2 * sigma**2) - model.score(x, boundary).sum()
+    torch.autograd.grad(energy, x)
+    return total / x.shape[0]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chains", type=int, default=4096)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--boundary", default="zero", choices=["zero", "periodic"],
+                        help="zero: the release's padding (64 px is not a multiple of the stride 3 the torus needs)")
+    parser.add_argument("--memory-budget", type=float, default=1.0, help="GiB for work in flight")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.jsonl")))
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    model = GenerativeConvNet.texture(3, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        for conv in model.convs:
+            conv.bias.normal_(0.0, 1.0)
+    bank = ChainBank(model, args.chains, (3, args.size, args.size), boundary=args.boundary, init="noise",
+                     memory_budget=int(args.memory_budget * 2**30), device=device)
+    start = time.perf_counter()
+    bank.advance(args.steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    rate = args.chains * args.steps / seconds
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+    chunk = bank.x[: min(bank.chunk_size, 64)]
+    ours = bits_bytes_per_chain(model, chunk, args.boundary)
+    autograd = autograd_bytes_per_chain(model, chunk, bank.sigma, args.boundary)
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    print(f"{machine}, {torch.get_num_threads()} threads: {args.chains} chains of {args.size} px, {args.steps} "
+          f"steps in {seconds:.1f} s = {rate:.0f} chain-steps/s (chunks of {bank.chunk_size}); peak RSS "
+          f"{peak_rss / 2**30:.2f} GiB")
+    print(f"held per chain between the passes: bits {ours / 1e3:.1f} kB, autograd's saved tensors "
+          f"{autograd / 1e3:.1f} kB ({autograd / ours:.1f}x)")
+    record = {"bench": "bank", "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine,
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "tritongcn": tritongcn.__version__,
+              "device": str(device), "chains": args.chains, "size": args.size, "steps": args.steps,
+              "boundary": args.boundary, "memory_budget_gib": args.memory_budget, "chunk": bank.chunk_size,
+              "seconds": seconds, "chain_steps_per_s": rate, "peak_rss_bytes": peak_rss,
+              "bits_bytes_per_chain": ours, "autograd_saved_bytes_per_chain": autograd}
+    with open(args.out, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()

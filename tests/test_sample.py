@@ -1,0 +1,84 @@
+import json
+import numpy as np
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from tritongcn.cli import main
+
+
+def _sample(model_path, out, *args):
+    return CliRunner().invoke(main, ["sample", str(model_path), "--out", str(out), "--size", "36", *args])
+
+
+def _chains(out, name="chains.pt"):
+    return torch.load(out / name, weights_only=True)
+
+
+def test_sample_writes_pngs_grid_gif_stats_and_chains(model_path, tmp_path):
+    out = tmp_path / "s"
+    result = _sample(model_path, out, "--chains", "5", "--steps", "4", "--gif", "2")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [f"{i:05d}.png" for i in range(5)]
+    assert Image.open(out / "samples" / "00000.png").size == (36, 36)
+    assert Image.open(out / "grid.png").size[0] > 3 * 36
+    gif = Image.open(out / "evolution.gif")
+    assert gif.n_frames == 5  # the start and one frame per step
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["steps"] == 4 and len(stats["per_chain"]["energy"]) == 5
+    assert all(0 <= a <= 1 for a in stats["per_chain"]["active"])
+    state = _chains(out)
+    assert state["steps"].tolist() == [4] * 5 and state["x"].shape == (5, 3, 36, 36)
+
+
+def test_resume_continues_exactly(model_path, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert _sample(model_path, straight, "--chains", "3", "--steps", "6", "--init", "noise").exit_code == 0
+    assert _sample(model_path, split, "--chains", "3", "--steps", "2", "--init", "noise").exit_code == 0
+    refused = _sample(model_path, split, "--chains", "3", "--steps", "6")
+    assert refused.exit_code != 0 and "--resume" in refused.output
+    result = _sample(model_path, split, "--chains", "3", "--steps", "6", "--resume")
+    assert result.exit_code == 0, result.output
+    assert torch.equal(_chains(split)["x"], _chains(straight)["x"])
+    assert _chains(split)["steps"].tolist() == [6, 6, 6]
+
+
+def test_save_every_leaves_chains_to_resume_from(model_path, tmp_path):
+    out = tmp_path / "s"
+    assert _sample(model_path, out, "--chains", "2", "--steps", "5", "--save-every", "2").exit_code == 0
+    assert _chains(out)["steps"].tolist() == [5, 5]
+
+
+def test_seed_decides_the_samples(model_path, tmp_path):
+    runs = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        assert _sample(model_path, tmp_path / name, "--chains", "2", "--steps", "2", "--seed", str(seed),
+                       "--init", "noise").exit_code == 0
+        runs[name] = _chains(tmp_path / name)["x"]
+    assert torch.equal(runs["a"], runs["b"]) and not torch.equal(runs["a"], runs["c"])
+
+
+def test_npz_format_and_memory_budget(model_path, tmp_path):
+    out = tmp_path / "s"
+    result = _sample(model_path, out, "--chains", "4", "--steps", "2", "--format", "npz", "--memory-budget", "300k")
+    assert result.exit_code == 0, result.output
+    data = np.load(out / "samples.npz")
+    assert data["samples"].shape == (4, 36, 36, 3) and data["samples"].dtype == np.uint8
+
+
+def test_bad_sample_requests_are_refused(model_path, tmp_path):
+    assert "no such model file" in _sample(tmp_path / "missing.pt", tmp_path / "s").output
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    assert "not a readable tritongcn model" in _sample(tmp_path / "junk.pt", tmp_path / "s").output
+    assert "nothing to resume" in _sample(model_path, tmp_path / "s", "--resume").output
+    assert "2G" in _sample(model_path, tmp_path / "s", "--memory-budget", "lots").output
+    assert _sample(model_path, tmp_path / "s2", "--chains", "2", "--steps", "1").exit_code == 0
+    mismatch = _sample(model_path, tmp_path / "s2", "--chains", "3", "--steps", "2", "--resume")
+    assert mismatch.exit_code != 0 and "same --chains" in mismatch.output
+
+
+def test_periodic_sizes_are_rounded_to_the_stride(model_path, tmp_path):
+    result = CliRunner().invoke(main, ["sample", str(model_path), "--out", str(tmp_path / "s"), "--size", "37",
+                                       "--chains", "1", "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    assert "sampling at 36 px" in result.output
