@@ -11,6 +11,7 @@ _PUBLIC = {
     "LearnConfig": ".config",
     "Learner": ".learn",
     "langevin": ".sampler",
+    "ChainBank": ".chains",
 }
 
 __all__ = [*_PUBLIC, "__version__"]
