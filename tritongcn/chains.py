@@ -9,7 +9,7 @@ import torch
 
 from .kernels import mask_shape
 from .kernels.langevin_update import _splitmix64, chain_noise_torch
-from .model import GenerativeConvNet
+from .model import GenerativeConvNet, compute_dtype
 from .sampler import langevin
 
 INITS = ("zero", "noise")
@@ -51,13 +51,14 @@ class ChainBank:
     `first_chain` and `total_chains` place this bank inside a larger one (a shard of a bank spread over
     processes): chain i here is chain first_chain + i of the whole, and draws that chain's noise.
     Chains start at 0 (`init="zero"`, the mean image of mean-subtracted data), from N(0, sigma^2) noise
-    (`init="noise"`), or from given images (`images`, mean-subtracted).
+    (`init="noise"`), or from given images (`images`, mean-subtracted). `precision="bfloat16"` computes
+    the input gradient in bfloat16 (the chains stay float32).
     """
 
     def __init__(self, model: GenerativeConvNet, chains: int, shape, *, boundary: str = "periodic",
                  step_size: float = 0.3, sigma: float = 1.0, seed: int = 0, init: str = "zero",
                  images: torch.Tensor | None = None, memory_budget: int | None = None, backend: str = "auto",
-                 device=None, first_chain: int = 0, total_chains: int | None = None):
+                 device=None, first_chain: int = 0, total_chains: int | None = None, precision: str = "float32"):
         if chains < 1:
             raise ValueError(f"a chain bank needs at least one chain, got {chains}")
         if step_size <= 0 or sigma <= 0:
@@ -71,7 +72,8 @@ class ChainBank:
         if first_chain < 0 or first_chain + chains > self.total_chains:
             raise ValueError(f"chains {first_chain}..{first_chain + chains - 1} do not fit in a bank of "
                              f"{self.total_chains}")
-        self.model, self.boundary, self.backend = model, boundary, backend
+        compute_dtype(precision)  # refuses unknown names now, not at the first step
+        self.model, self.boundary, self.backend, self.precision = model, boundary, backend, precision
         self.step_size, self.sigma, self.seed = float(step_size), float(sigma), int(seed)
         self.first_chain = first_chain
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -120,7 +122,7 @@ class ChainBank:
             self.x[start:end] = langevin(self.model, self.x[start:end], steps, self.step_size, self.sigma,
                                          seed=self.seed, backend=self.backend, first_step=first_step,
                                          boundary=self.boundary, chain_start=self.first_chain + start,
-                                         total_chains=self.total_chains)
+                                         total_chains=self.total_chains, precision=self.precision)
             self.steps[start:end] += steps
             if progress is not None:
                 progress(end - start)
@@ -132,7 +134,8 @@ class ChainBank:
         for start in range(0, len(self), self.chunk_size):
             x = self.x[start:start + self.chunk_size]
             energy.append(self.model.energy(x, self.sigma, self.boundary))
-            grad = self.model.grad_input(x, backend=self.backend, boundary=self.boundary)
+            grad = self.model.grad_input(x, backend=self.backend, boundary=self.boundary,
+                                         precision=self.precision)
             grad_norm.append(grad.flatten(1).norm(dim=1))
             active.append(self.model.active_fraction(x, self.boundary))
         return {"energy": torch.cat(energy).cpu(), "grad_norm": torch.cat(grad_norm).cpu(),
@@ -142,7 +145,7 @@ class ChainBank:
         """Everything needed to continue exactly: chains, step counts, settings (plain types and tensors)."""
         return {"x": self.x.detach().cpu(), "steps": self.steps.clone(), "boundary": self.boundary,
                 "step_size": self.step_size, "sigma": self.sigma, "seed": self.seed,
-                "first_chain": self.first_chain, "total_chains": self.total_chains}
+                "first_chain": self.first_chain, "total_chains": self.total_chains, "precision": self.precision}
 
     @classmethod
     def from_state(cls, model: GenerativeConvNet, state: dict, **kwargs) -> "ChainBank":
@@ -150,6 +153,6 @@ class ChainBank:
         x = state["x"]
         bank = cls(model, x.shape[0], x.shape[1:], boundary=state["boundary"], step_size=state["step_size"],
                    sigma=state["sigma"], seed=state["seed"], images=x, first_chain=state["first_chain"],
-                   total_chains=state["total_chains"], **kwargs)
+                   total_chains=state["total_chains"], precision=state.get("precision", "float32"), **kwargs)
         bank.steps = state["steps"].clone().to(torch.int64)
         return bank

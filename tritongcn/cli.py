@@ -57,9 +57,11 @@ def main():
                    "or with the release's zero padding everywhere.")
 @click.option("--device", default="auto", show_default=True,
               help="Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default=DEFAULTS["precision"],
+              show_default=True, help="Precision of the sampler's convolutions (the chains stay float32).")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_size, sigma, iterations,
-          layers, lr, seed, periodic, device, overwrite):
+          layers, lr, seed, periodic, device, precision, overwrite):
     """Learn a texture model from IMAGE and write samples, a grid, metrics and the model to --out."""
     import torch
 
@@ -95,7 +97,7 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
     config = LearnConfig(image_size=image_size, sample_size=sample_size, chains=chains,
                          langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
                          iterations=iterations, layers=layers, lr=lr, seed=seed, periodic=periodic,
-                         device=device)
+                         device=device, precision=precision)
     training = preprocess(raw, image_size)
     world = init_world(torch.device(device))
     try:
@@ -317,9 +319,11 @@ CHAINS_FORMAT = "tritongcn.chains"
 @click.option("--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, cuda:1, ...")
 @click.option("--backend", type=click.Choice(["auto", "torch", "triton"]), default="auto", show_default=True,
               help="Kernel backend (auto: triton on CUDA, torch on the CPU).")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default=None,
+              help="Precision of the sampler's convolutions [default: as learned].")
 @click.option("--overwrite", is_flag=True, help="Replace the samples of an earlier run in --out.")
 def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memory_budget, resume, save_every,
-           fmt, gif, periodic, device, backend, overwrite):
+           fmt, gif, periodic, device, backend, precision, overwrite):
     """Draw samples from a learned MODEL (model.pt of `tritongcn learn`) with persistent Langevin chains.
 
     Under `torchrun --nproc-per-node P` the chains are split between the P processes; each chain is the
@@ -370,7 +374,7 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
         else:
             bank = ChainBank(model, count, shape, boundary=boundary, step_size=step_size, sigma=learned.sigma,
                              seed=seed, init=init, memory_budget=memory_budget, backend=backend, device=device,
-                             first_chain=first, total_chains=chains)
+                             first_chain=first, total_chains=chains, precision=precision or learned.precision)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ class LearnConfig:
     seed: int = 0  # weights' initialisation and Langevin noise
     device: str = "cpu"
     backend: str = "auto"  # kernel backend for the sampler (see tritongcn.kernels)
+    precision: str = "float32"  # the sampler's convolutions: "float32" or "bfloat16" (chains stay float32)
 
     def check(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
@@ -37,6 +38,8 @@ class LearnConfig:
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
         if not (math.isfinite(self.lr_final) and 0 < self.lr_final <= 1):
             raise ValueError(f"lr_final must be in (0, 1], got {self.lr_final}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):

@@ -71,7 +71,7 @@ class Learner:
         self.bank = ChainBank(self.model, count, (channels, config.sample_size, config.sample_size),
                               boundary=self.chain_boundary, step_size=config.step_size, sigma=config.sigma,
                               seed=config.seed, backend=config.backend, device=self.device,
-                              first_chain=first, total_chains=config.chains)
+                              first_chain=first, total_chains=config.chains, precision=config.precision)
         self.layer = self.model.depth  # layer being grown, 1-based
         self.iteration = 0  # iterations done in the current layer
         self.seconds = 0.0  # time spent in iterations so far

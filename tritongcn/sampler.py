@@ -8,7 +8,7 @@ from .kernels import langevin_update
 @torch.no_grad()
 def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float, seed: int = 0,
              backend: str = "auto", first_step: int = 0, boundary: str = "zero", chain_start: int = 0,
-             total_chains: int | None = None) -> torch.Tensor:
+             total_chains: int | None = None, precision: str = "float32") -> torch.Tensor:
     """Advance the chains `x` (N, C, H, W) by `steps` Langevin steps and return them (x is not modified).
 
     Noise counters: step t of chain n (of `total_chains`, default N) starts at
@@ -16,6 +16,8 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     steps already taken as `first_step`, so no noise is reused; a caller that advances a bank of chains in
     chunks passes each chunk's `chain_start` and the bank's `total_chains`, and gets the same chains as
     one big batch would. `boundary="periodic"` samples on the torus (see GenerativeConvNet).
+    `precision="bfloat16"` computes B(I) in bfloat16 (see GenerativeConvNet.grad_input); the chains and
+    the update stay in float32.
     """
     if steps < 0 or step_size <= 0 or sigma <= 0:
         raise ValueError("langevin needs steps >= 0, step_size > 0 and sigma > 0")
@@ -26,7 +28,7 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     x = x.detach().clone()
     chain_numel = x[0].numel() if x.shape[0] else 0
     for t in range(first_step, first_step + steps):
-        grad_f = model.grad_input(x, backend=backend, boundary=boundary)
+        grad_f = model.grad_input(x, backend=backend, boundary=boundary, precision=precision)
         offset = (t * total_chains + chain_start) * chain_numel
         langevin_update(x, grad_f, step_size, sigma, seed, offset=offset, out=x, backend=backend)
     return x
