@@ -205,7 +205,8 @@ class GenerativeConvNet(nn.Module):
         AVX512-BF16); B comes back in x's dtype.
         """
         self.check_size(x.shape, boundary)
-        dtype = compute_dtype(precision)
+        # "float32" keeps x's own dtype (float64 in the exactness tests); "bfloat16" casts.
+        dtype = torch.bfloat16 if compute_dtype(precision) == torch.bfloat16 else x.dtype
         layers = list(zip(self.layers, self.active_convs()))
         weights = [(conv.weight.to(dtype), conv.bias.to(dtype)) for _, conv in layers]
         masks, input_shapes = [], []
