@@ -3,8 +3,8 @@
 Advances a `ChainBank` of the paper's texture net (random weights, biases of both signs) and reports
 chain-steps/s, the chunk size its memory budget gave and the process's peak resident memory. Then, on one
 chunk of chains, the bytes held per chain between the bottom-up and the top-down pass: the packed bits
-tritongcn keeps (the masks `conv_relu_mask` returns) against the tensors autograd saves for its backward
-pass (counted with saved-tensor hooks), both measured on real tensors. Appends a JSON line to
+tritongcn keeps (counted from the mask layout) against the tensors autograd saves for its backward pass
+(counted with saved-tensor hooks on a real step). Appends a JSON line to
 bench/results.jsonl.
 
     python bench/bench_bank.py                                   # 4096 chains of 64x64 RGB, 100 steps
@@ -23,41 +23,9 @@ import torch
 import tritongcn
 from tritongcn import GenerativeConvNet
 from tritongcn.chains import ChainBank
-from tritongcn.kernels import conv_relu_mask
+from tritongcn.profile import autograd_saved_bytes_per_chain, bits_bytes_per_chain
 
 from bench_langevin import _cpu_name
-
-
-def bits_bytes_per_chain(model, x, boundary):
-    """Bytes of the masks one bottom-up pass keeps, per chain (the only state the top-down pass reads)."""
-    total, h = 0, x
-    layers = list(zip(model.layers, model.active_convs()))
-    for i, (spec, conv) in enumerate(layers):
-        periodic, pad = model._padding(spec, boundary)
-        h, mask = conv_relu_mask(h, conv.weight, conv.bias, spec.stride, pad, need_output=i < len(layers) - 1,
-                                 periodic=periodic)
-        total += mask.numel() * mask.element_size()
-    return total / x.shape[0]
-
-
-def autograd_bytes_per_chain(model, x, sigma, boundary):
-    """Bytes of the tensors autograd saves for dE/dI, per chain (weights excluded: they are shared)."""
-    weights = {p.data_ptr() for p in model.parameters()}
-    seen, total = set(), 0
-
-    def pack(t):
-        nonlocal total
-        key = (t.data_ptr(), t.numel())
-        if t.data_ptr() not in weights and key not in seen:
-            seen.add(key)
-            total += t.numel() * t.element_size()
-        return t
-
-    x = x.detach().requires_grad_(True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        energy = x.pow(2).sum() / (2 * sigma**2) - model.score(x, boundary).sum()
-    torch.autograd.grad(energy, x)
-    return total / x.shape[0]
 
 
 def main():
@@ -89,7 +57,7 @@ def main():
 
     chunk = bank.x[: min(bank.chunk_size, 64)]
     ours = bits_bytes_per_chain(model, chunk, args.boundary)
-    autograd = autograd_bytes_per_chain(model, chunk, bank.sigma, args.boundary)
+    autograd = autograd_saved_bytes_per_chain(model, chunk, bank.sigma, args.boundary)
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     print(f"{machine}, {torch.get_num_threads()} threads: {args.chains} chains of {args.size} px, {args.steps} "
           f"steps in {seconds:.1f} s = {rate:.0f} chain-steps/s (chunks of {bank.chunk_size}); peak RSS "

@@ -35,7 +35,9 @@ import tritongcn
 from tritongcn import GenerativeConvNet, LayerSpec
 from tritongcn.kernels import conv_relu_mask, langevin_update, mask_shape, masked_conv_transpose
 
-from bench_langevin import _cpu_name, autograd_langevin
+from tritongcn.profile import autograd_langevin
+
+from bench_langevin import _cpu_name
 
 # Dense datasheet peaks (TF32 tensor-core TFLOP/s, fp32 CUDA-core TFLOP/s, DRAM TB/s), by name fragment.
 DATASHEET = {
@@ -135,7 +137,7 @@ def bench_config(model, n, size, device, repeats, backend):
     peak_ours = peak_base = None
     if device.type == "cuda":
         torch.cuda.synchronize()
-        for name, fn in (("ours", step_ours), ("base", lambda: autograd_langevin(model, x, 1, 0.3, 1.0, 0))):
+        for name, fn in (("ours", step_ours), ("base", lambda: autograd_langevin(model, x, 1, 0.3, 1.0, seed=0))):
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
             fn()

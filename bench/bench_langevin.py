@@ -19,19 +19,7 @@ import torch
 
 import tritongcn
 from tritongcn import GenerativeConvNet, langevin
-
-
-def autograd_langevin(model, x, steps, step_size, sigma, seed):
-    """The loop a user would write: autograd for dE/dI, torch.randn for the noise."""
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    x = x.detach().clone()
-    for _ in range(steps):
-        x.requires_grad_(True)
-        energy = x.pow(2).sum() / (2 * sigma**2) - model.score(x).sum()
-        (grad,) = torch.autograd.grad(energy, x)
-        with torch.no_grad():
-            x = x - 0.5 * step_size**2 * grad + step_size * torch.randn(x.shape, generator=gen, device=x.device)
-    return x.detach()
+from tritongcn.profile import autograd_langevin
 
 
 def _cpu_name() -> str:

@@ -491,3 +491,85 @@ def _write_samples(bank, mean, out_dir, world, fmt, chains, frames, elapsed, ste
     click.echo(f"{chains} samples in {out_dir} ({'samples/' if fmt == 'png' else 'samples.npz'}, grid.png"
                f"{', evolution.gif' if frames else ''}, stats.json){rate}; energy mean "
                f"{summary['energy']['mean']:.4g}, active units {summary['active']['mean']:.1%}")
+
+
+@main.command()
+@click.argument("model_path", metavar="[MODEL]", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--chains", type=click.IntRange(1, 1 << 20), default=16, show_default=True)
+@click.option("--size", type=click.IntRange(8, 8192), default=112, show_default=True, help="Side of the chains.")
+@click.option("--steps", type=click.IntRange(1, 10**6), default=5, show_default=True,
+              help="Timed Langevin steps (after one warm-up step).")
+@click.option("--boundary", type=click.Choice(["zero", "periodic"]), default="zero", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "torch", "triton"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, ...")
+@click.option("--trace", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a Chrome trace of one more step (open it in Perfetto or chrome://tracing).")
+@click.option("--no-compare", is_flag=True, help="Skip timing the autograd loop.")
+def profile(model_path, chains, size, steps, boundary, backend, precision, device, trace, no_compare):
+    """Time each kernel call site of a Langevin step, with FLOPs and the share of the machine's peak.
+
+    Without MODEL, the paper's texture net with random weights (biases of both signs). The summary
+    compares chain-steps/s with the plain autograd Langevin loop on the same weights, timed in the same run.
+    """
+    import torch
+
+    from .io import InputError, load_checkpoint
+    from .model import GenerativeConvNet
+    from .profile import peak_probes, profile_steps
+
+    device = _usable_device(device)
+    if model_path is None:
+        model = GenerativeConvNet.texture(3, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            for conv in model.convs:
+                conv.bias.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
+        source = "texture net, random weights"
+    else:
+        try:
+            state = load_checkpoint(model_path)
+        except InputError as err:
+            raise click.ClickException(str(err)) from None
+        model = GenerativeConvNet.from_config(state["model_config"])
+        model.load_state_dict(state["model"])
+        source = str(model_path)
+    model = model.to(device)
+    if boundary == "periodic" and size % model.total_stride():
+        raise click.BadParameter(f"periodic chains need a multiple of {model.total_stride()}", param_hint="--size")
+    x = torch.randn(chains, model.in_channels, size, size, device=device,
+                    generator=torch.Generator(device=device).manual_seed(0)) * 30
+    gflops_peak, gbs_peak = peak_probes(torch.device(device), precision)
+    try:
+        report = profile_steps(model, x, steps, boundary=boundary, backend=backend, precision=precision,
+                               trace=trace, compare=not no_compare)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    step_seconds = report["seconds"] / steps
+    click.echo(f"{source}: {chains} chains of {size} px, {steps} steps, {boundary} boundary, {precision}, "
+               f"{device}; peaks measured here: {gflops_peak:.0f} GFLOP/s ({precision} matmul), "
+               f"{gbs_peak:.0f} GB/s (copy)")
+    click.echo(f"{'call site':<26}{'ms/step':>10}{'share':>8}{'GFLOP':>9}{'GFLOP/s':>10}{'of peak':>9}{'GB/s':>8}")
+    for site, row in report["sites"].items():
+        ms = row["seconds_per_step"] * 1e3
+        share = row["seconds_per_step"] / step_seconds
+        if row["flops"]:
+            rate = row["flops_per_step"] / row["seconds_per_step"] / 1e9
+            figures = f"{row['flops_per_step'] / 1e9:>9.2f}{rate:>10.1f}{rate / gflops_peak:>9.1%}{'':>8}"
+        else:
+            gbs = row["bytes_per_step"] / row["seconds_per_step"] / 1e9
+            figures = f"{'':>9}{'':>10}{gbs / gbs_peak:>9.1%}{gbs:>8.1f}"
+        click.echo(f"{site:<26}{ms:>10.2f}{share:>8.1%}{figures}")
+    other = step_seconds - sum(r["seconds_per_step"] for r in report["sites"].values())
+    click.echo(f"{'(between the kernels)':<26}{other * 1e3:>10.2f}{other / step_seconds:>8.1%}")
+    summary = f"tritongcn {report['chain_steps_per_s']:.1f} chain-steps/s"
+    if "autograd_chain_steps_per_s" in report:
+        ratio = report["chain_steps_per_s"] / report["autograd_chain_steps_per_s"]
+        summary += f", autograd loop {report['autograd_chain_steps_per_s']:.1f} ({ratio:.2f}x)"
+    click.echo(summary)
+    held = f"held per chain between the passes: bits {report['bits_bytes_per_chain'] / 1e3:.1f} kB"
+    if "autograd_saved_bytes_per_chain" in report:
+        saved = report["autograd_saved_bytes_per_chain"]
+        held += f", autograd's saved tensors {saved / 1e3:.1f} kB ({saved / report['bits_bytes_per_chain']:.1f}x)"
+    click.echo(held)
+    if trace:
+        click.echo(f"trace: {trace}")

@@ -1,5 +1,6 @@
 """The generative ConvNet: p(I) ∝ exp(f(I)) N(I; 0, sigma^2), with f a ReLU ConvNet (DESIGN.md §1)."""
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -33,6 +34,18 @@ TEXTURE_LAYERS = (
 )
 BOUNDARIES = ("zero", "valid", "periodic")
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def conv_flops(input_shape, w_shape, output_shape) -> int:
+    """Multiply-adds x 2 of a convolution (or its transposed pass): 2 N K Ho Wo C kh kw."""
+    n, k, ho, wo = output_shape
+    _, c, kh, kw = w_shape
+    return 2 * n * k * ho * wo * c * kh * kw
+
+
+@contextlib.contextmanager
+def _no_record(site, flops=0):
+    yield
 
 
 def compute_dtype(precision: str) -> torch.dtype:
@@ -196,30 +209,35 @@ class GenerativeConvNet(nn.Module):
 
     @torch.no_grad()
     def grad_input(self, x: torch.Tensor, backend: str = "auto", boundary: str = "zero",
-                   precision: str = "float32") -> torch.Tensor:
+                   precision: str = "float32", record=None) -> torch.Tensor:
         """B(I) = df/dI by the bitmask contract: bottom-up bits, then the gated top-down deconvolution.
 
         Only the packed bits of each layer survive the bottom-up pass (DESIGN.md §1, Theorem 1): B depends
         on I only through its activation pattern. `precision="bfloat16"` runs both passes' convolutions in
         bfloat16 (fp32 accumulation inside the convolution; several times faster on CPUs with AMX or
-        AVX512-BF16); B comes back in x's dtype.
+        AVX512-BF16); B comes back in x's dtype. `record(site, flops)`, if given, is a context manager
+        factory wrapped around each kernel call (the profiler's timers).
         """
+        record = record or _no_record
         self.check_size(x.shape, boundary)
         # "float32" keeps x's own dtype (float64 in the exactness tests); "bfloat16" casts.
         dtype = torch.bfloat16 if compute_dtype(precision) == torch.bfloat16 else x.dtype
         layers = list(zip(self.layers, self.active_convs()))
         weights = [(conv.weight.to(dtype), conv.bias.to(dtype)) for _, conv in layers]
-        masks, input_shapes = [], []
+        masks, input_shapes, out_shapes = [], [], self.layer_shapes(x.shape, boundary)
         h = x.to(dtype)
         for i, ((spec, _), (w, b)) in enumerate(zip(layers, weights)):
             periodic, pad = self._padding(spec, boundary)
             input_shapes.append(h.shape)
-            h, mask = conv_relu_mask(h, w, b, spec.stride, pad, need_output=i < len(layers) - 1,
-                                     periodic=periodic, backend=backend)
+            with record(f"conv_relu_mask L{i + 1}", conv_flops(h.shape, w.shape, out_shapes[i])):
+                h, mask = conv_relu_mask(h, w, b, spec.stride, pad, need_output=i < len(layers) - 1,
+                                         periodic=periodic, backend=backend)
             masks.append(mask)
         g = None  # df/d(top responses) is all ones for the texture score
-        for (spec, _), (w, _), mask, shape in zip(reversed(layers), reversed(weights), reversed(masks),
-                                                   reversed(input_shapes)):
+        for i in reversed(range(len(layers))):
+            (spec, _), (w, _), shape = layers[i], weights[i], input_shapes[i]
             periodic, pad = self._padding(spec, boundary)
-            g = masked_conv_transpose(g, mask, w, spec.stride, pad, shape, periodic=periodic, backend=backend)
+            with record(f"masked_conv_transpose L{i + 1}", conv_flops(shape, w.shape, out_shapes[i])):
+                g = masked_conv_transpose(g, masks[i], w, spec.stride, pad, shape, periodic=periodic,
+                                          backend=backend)
         return g.to(x.dtype)

@@ -1,0 +1,46 @@
+import json
+
+import torch
+from click.testing import CliRunner
+
+from tritongcn import GenerativeConvNet, LayerSpec
+from tritongcn.cli import main
+from tritongcn.profile import profile_steps
+
+
+def test_flop_and_byte_counts_match_a_hand_count():
+    net = GenerativeConvNet(1, [LayerSpec(4, 3, 1, 1), LayerSpec(2, 3, 2, 0)])
+    x = torch.randn(2, 1, 9, 9)
+    report = profile_steps(net, x, steps=3, compare=False)
+    sites = report["sites"]
+    assert list(sites) == ["conv_relu_mask L1", "conv_relu_mask L2", "masked_conv_transpose L2",
+                           "masked_conv_transpose L1", "langevin_update"]
+    # Layer 1: 2 chains x 4 filters x 9x9 outputs x (1 channel x 3x3 taps) multiply-adds, x2 for FLOPs.
+    layer1 = 2 * 2 * 4 * 9 * 9 * 1 * 3 * 3
+    # Layer 2: 2 chains x 2 filters x 4x4 outputs (stride 2, no padding) x (4 channels x 3x3 taps), x2.
+    layer2 = 2 * 2 * 2 * 4 * 4 * 4 * 3 * 3
+    assert sites["conv_relu_mask L1"]["flops_per_step"] == sites["masked_conv_transpose L1"]["flops_per_step"] == layer1
+    assert sites["conv_relu_mask L2"]["flops_per_step"] == sites["masked_conv_transpose L2"]["flops_per_step"] == layer2
+    assert all(row["calls"] == 3 for row in sites.values())
+    # The update reads x and B and writes x: 3 float32 values per element.
+    assert sites["langevin_update"]["bytes_per_step"] == 3 * 4 * x.numel()
+    # Bits per chain: ceil(81 / 32) = 3 words for each of 4 maps, ceil(16 / 32) = 1 word for each of 2.
+    assert report["bits_bytes_per_chain"] == 4 * (4 * 3 + 2 * 1)
+
+
+def test_profile_command_prints_the_table_and_writes_a_trace(tmp_path):
+    trace = tmp_path / "trace.json"
+    result = CliRunner().invoke(main, ["profile", "--chains", "2", "--size", "36", "--steps", "1",
+                                       "--trace", str(trace)])
+    assert result.exit_code == 0, result.output
+    for site in ("conv_relu_mask L1", "masked_conv_transpose L3", "langevin_update", "autograd loop",
+                 "held per chain"):
+        assert site in result.output
+    assert json.loads(trace.read_text())["traceEvents"]
+
+
+def test_profile_command_reads_a_learned_model(model_path):
+    result = CliRunner().invoke(main, ["profile", str(model_path), "--chains", "1", "--size", "36", "--steps",
+                                       "1", "--boundary", "periodic", "--no-compare"])
+    assert result.exit_code == 0, result.output
+    assert "autograd loop" not in result.output and str(model_path) in result.output

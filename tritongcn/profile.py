@@ -1,0 +1,160 @@
+"""Where a Langevin step spends its time: one row per kernel call site, against the machine's peak.
+
+Each call site of a step (every layer's `conv_relu_mask` and `masked_conv_transpose`, then
+`langevin_update`) is timed over K steps after a warm-up. FLOPs are counted from the shapes (2 N K Ho Wo C
+kh kw per convolution); the peak is measured once by a matmul probe in the same precision, and the
+elementwise update's bytes (read x and B, write x) against a copy probe. The autograd loop a user would
+write runs on the same weights and chains for the summary's comparison.
+"""
+
+import contextlib
+import time
+from collections import OrderedDict
+
+import torch
+
+from .kernels import langevin_update
+from .model import compute_dtype
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class SiteTimer:
+    """Context-manager factory for `GenerativeConvNet.grad_input(record=...)`: seconds, calls and FLOPs
+    per call site."""
+
+    def __init__(self, device):
+        self.device = device
+        self.sites = OrderedDict()
+        self.enabled = True
+
+    @contextlib.contextmanager
+    def __call__(self, site, flops=0, nbytes=0):
+        if not self.enabled:
+            yield
+            return
+        _sync(self.device)
+        start = time.perf_counter()
+        yield
+        _sync(self.device)
+        row = self.sites.setdefault(site, {"seconds": 0.0, "calls": 0, "flops": 0, "bytes": 0})
+        row["seconds"] += time.perf_counter() - start
+        row["calls"] += 1
+        row["flops"] += flops
+        row["bytes"] += nbytes
+
+
+def _median_seconds(fn, device, repeats=3):
+    fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def peak_probes(device, precision="float32"):
+    """(GFLOP/s of a square matmul in the sampler's precision, GB/s of a large copy) measured here."""
+    n = 2048
+    dtype = compute_dtype(precision)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    gflops = 2 * n**3 / _median_seconds(lambda: a @ b, device) / 1e9
+    src = torch.empty(1 << 25, device=device)
+    dst = torch.empty_like(src)
+    gbs = 2 * src.numel() * 4 / _median_seconds(lambda: dst.copy_(src), device) / 1e9
+    return gflops, gbs
+
+
+def bits_bytes_per_chain(model, x, boundary):
+    """Bytes of the packed masks one bottom-up pass keeps per chain: all the top-down pass reads."""
+    from .kernels import mask_shape
+
+    return sum(4 * mask_shape(s)[1] * mask_shape(s)[2] for s in model.layer_shapes((1,) + tuple(x.shape[1:]),
+                                                                                    boundary))
+
+
+def autograd_saved_bytes_per_chain(model, x, sigma, boundary):
+    """Bytes of the tensors autograd saves for dE/dI per chain (weights excluded), counted with hooks."""
+    weights = {p.data_ptr() for p in model.parameters()}
+    seen, total = set(), 0
+
+    def pack(t):
+        nonlocal total
+        key = (t.data_ptr(), t.numel())
+        if t.data_ptr() not in weights and key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+        return t
+
+    x = x.detach().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        energy = x.pow(2).sum() / (2 * sigma**2) - model.score(x, boundary).sum()
+    torch.autograd.grad(energy, x)
+    return total / x.shape[0]
+
+
+def autograd_langevin(model, x, steps, step_size, sigma, boundary="zero", seed=0):
+    """The loop a user would write: autograd for dE/dI, torch.randn for the noise."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    x = x.detach().clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        energy = x.pow(2).sum() / (2 * sigma**2) - model.score(x, boundary).sum()
+        (grad,) = torch.autograd.grad(energy, x)  # dE/dI = I / sigma^2 - df/dI
+        with torch.no_grad():
+            x = x - 0.5 * step_size**2 * grad + step_size * torch.randn(x.shape, generator=gen, device=x.device)
+    return x.detach()
+
+
+def profile_steps(model, x, steps, step_size=0.3, sigma=1.0, boundary="zero", backend="auto",
+                  precision="float32", warmup=1, trace=None, compare=True):
+    """Time `steps` Langevin steps of the chains `x` per call site; returns a report dict."""
+    device = x.device
+    timer = SiteTimer(device)
+    x = x.detach().clone()
+    numel = x.numel()
+
+    def step(t):
+        grad = model.grad_input(x, backend=backend, boundary=boundary, precision=precision, record=timer)
+        with timer("langevin_update", nbytes=3 * numel * x.element_size()):
+            langevin_update(x, grad, step_size, sigma, seed=0, offset=t * numel, out=x, backend=backend)
+
+    with torch.no_grad():
+        timer.enabled = False
+        for t in range(warmup):
+            step(t)
+        timer.enabled = True
+        _sync(device)
+        start = time.perf_counter()
+        for t in range(warmup, warmup + steps):
+            step(t)
+        _sync(device)
+        seconds = time.perf_counter() - start
+        if trace:
+            timer.enabled = False
+            with torch.profiler.profile() as prof:
+                step(warmup + steps)
+            prof.export_chrome_trace(str(trace))
+    chains = x.shape[0]
+    report = {"chains": chains, "steps": steps, "seconds": seconds, "chain_steps_per_s": chains * steps / seconds,
+              "sites": {site: dict(row, seconds_per_step=row["seconds"] / steps, flops_per_step=row["flops"] / steps,
+                                   bytes_per_step=row["bytes"] / steps)
+                        for site, row in timer.sites.items()},
+              "bits_bytes_per_chain": bits_bytes_per_chain(model, x, boundary)}
+    if compare:
+        autograd_x = x[:chains].clone()
+        autograd_langevin(model, autograd_x, warmup, step_size, sigma, boundary)
+        _sync(device)
+        start = time.perf_counter()
+        autograd_langevin(model, autograd_x, steps, step_size, sigma, boundary)
+        _sync(device)
+        report["autograd_chain_steps_per_s"] = chains * steps / (time.perf_counter() - start)
+        report["autograd_saved_bytes_per_chain"] = autograd_saved_bytes_per_chain(model, x[:1], sigma, boundary)
+    return report
