@@ -70,5 +70,8 @@ def barrier(world: World) -> None:
 
 
 def finish(world: World) -> None:
+    """Leave the process group together: a process that tears down its connections while a peer is still
+    reading the last collective makes that peer abort."""
     if world.size > 1 and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -4,6 +4,7 @@ d/dx sum(g * relu(conv2d(x, w, b))) = conv_transpose2d(g * delta, w), with delta
 """
 
 import torch
+import torch.nn.functional as F
 
 from .bitmask import unpack_mask
 from .torus import check_torus, torus_padding, wrap_pad_adjoint
@@ -22,6 +23,33 @@ def conv_output_shape(input_shape, w_shape, stride, padding, periodic=False) -> 
     return (n, k, (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1)
 
 
+def conv_input_gradient(g, w, stride, padding, input_shape):
+    """conv2d's input gradient (a transposed convolution) fitted to `input_shape`.
+
+    Strided layers by phase decomposition: input rows with the same (row + padding) mod stride meet the
+    kernel rows of that phase only, so the stride^2 phases are one stride-1 transposed convolution with
+    stride^2 as many output channels (the kernel cut into its phases), then `pixel_shuffle` interleaves
+    them. On the CPU this is about 4x faster than oneDNN's strided backward-data for the texture net's
+    first layer, whose 3 input channels leave that kernel little to vectorise.
+    """
+    if stride == 1:
+        return torch.nn.grad.conv2d_input(tuple(input_shape), w, g, stride=1, padding=padding)
+    k, c, kh, kw = w.shape
+    taps_h, taps_w = -(-kh // stride), -(-kw // stride)
+    padded = F.pad(w, (0, taps_w * stride - kw, 0, taps_h * stride - kh))
+    # Channel c * stride^2 + a * stride + b holds kernel taps (stride * j + a, stride * i + b) of channel c.
+    phases = (padded.view(k, c, taps_h, stride, taps_w, stride).permute(0, 1, 3, 5, 2, 4)
+              .reshape(k, c * stride * stride, taps_h, taps_w))
+    # Row stride * q + a of the shuffled result is input row stride * q + a - padding.
+    full = F.pixel_shuffle(F.conv_transpose2d(g, phases), stride)
+    h, wd = input_shape[-2:]
+    out = full[..., padding:padding + h, padding:padding + wd]
+    missing_h, missing_w = h - out.shape[-2], wd - out.shape[-1]
+    if missing_h or missing_w:  # rows past the last window get no gradient
+        out = F.pad(out, (0, missing_w, 0, missing_h))
+    return out.contiguous()
+
+
 def masked_conv_transpose_torch(g, mask, w, stride=1, padding=0, input_shape=None, periodic=False):
     """Reference and CPU path.
 
@@ -37,6 +65,5 @@ def masked_conv_transpose_torch(g, mask, w, stride=1, padding=0, input_shape=Non
         before, after = torus_padding(w.shape[-1], stride)
         n, c, h, wd = input_shape
         padded = (n, c, h + before + after, wd + before + after)
-        return wrap_pad_adjoint(torch.nn.grad.conv2d_input(padded, w, gated, stride=stride), before, after)
-    # conv2d_input picks the output padding that restores input_shape (strided layers lose remainders).
-    return torch.nn.grad.conv2d_input(tuple(input_shape), w, gated, stride=stride, padding=padding)
+        return wrap_pad_adjoint(conv_input_gradient(gated, w, stride, 0, padded), before, after)
+    return conv_input_gradient(gated, w, stride, padding, input_shape)
