@@ -52,6 +52,8 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 112, 224])
     parser.add_argument("--steps", type=int, default=5, help="Langevin steps per timed run")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                        help="tritongcn's sampler precision (the autograd loop stays float32)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.jsonl")))
     args = parser.parse_args()
 
@@ -67,7 +69,7 @@ def main():
     for n in args.chains:
         for size in args.sizes:
             x = torch.randn(n, 3, size, size, device=device) * 50
-            ours = lambda: langevin(model, x, args.steps, 0.3, 1.0, seed=0)  # noqa: E731
+            ours = lambda: langevin(model, x, args.steps, 0.3, 1.0, seed=0, precision=args.precision)  # noqa: E731
             base = lambda: autograd_langevin(model, x, args.steps, 0.3, 1.0, seed=0)  # noqa: E731
             ours(), base()  # warm-up
             t_ours = _timed(ours, args.repeats, device)
@@ -76,7 +78,7 @@ def main():
             print(f"{n:>6} {size:>5} {rate_ours:>24.1f} {rate_base:>23.1f} {rate_ours / rate_base:>6.2f}")
             record = {"bench": "langevin", "date": datetime.datetime.now().isoformat(timespec="seconds"),
                       "machine": machine, "torch": torch.__version__, "tritongcn": tritongcn.__version__,
-                      "device": str(device), "dtype": "float32", "chains": n, "size": size,
+                      "device": str(device), "dtype": "float32", "precision": args.precision, "chains": n, "size": size,
                       "steps": args.steps, "repeats": args.repeats,
                       "tritongcn_chain_steps_per_s": rate_ours, "autograd_chain_steps_per_s": rate_base,
                       "ratio": rate_ours / rate_base}
