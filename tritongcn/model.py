@@ -173,8 +173,8 @@ class GenerativeConvNet(nn.Module):
         """Shape (N, K, Ho, Wo) of the top active layer's response to an input of `input_shape`."""
         return self.layer_shapes(input_shape, boundary)[-1]
 
-    def score(self, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
-        """f(I) per image, shape (N,): differentiable by autograd (used for the weight gradient)."""
+    def relu_responses(self, x: torch.Tensor, boundary: str = "zero"):
+        """Each active layer's ReLU output for images x, bottom-up, with plain torch ops (autograd-able)."""
         self.check_size(x.shape, boundary)
         h = x
         for spec, conv in zip(self.layers, self.active_convs()):
@@ -182,20 +182,20 @@ class GenerativeConvNet(nn.Module):
             if periodic:
                 h = wrap_pad(h, *torus_padding(spec))
             h = torch.relu(F.conv2d(h, conv.weight, conv.bias, spec.stride, pad))
-        return h.sum(dim=(1, 2, 3))
+            yield h
+
+    def score(self, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
+        """f(I) per image, shape (N,): differentiable by autograd (used for the weight gradient)."""
+        for top in self.relu_responses(x, boundary):  # keep only the current layer's output alive
+            pass
+        return top.sum(dim=(1, 2, 3))
 
     @torch.no_grad()
     def active_fraction(self, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
         """Share of ReLU units (all active layers together) that are on, per image: where in the model's
         piecewise-Gaussian partition the image sits, in one number."""
-        self.check_size(x.shape, boundary)
         on = total = 0
-        h = x
-        for spec, conv in zip(self.layers, self.active_convs()):
-            periodic, pad = self._padding(spec, boundary)
-            if periodic:
-                h = wrap_pad(h, *torus_padding(spec))
-            h = torch.relu(F.conv2d(h, conv.weight, conv.bias, spec.stride, pad))
+        for h in self.relu_responses(x, boundary):
             on = on + (h > 0).flatten(1).sum(dim=1)
             total += h[0].numel()
         return on.float() / total
