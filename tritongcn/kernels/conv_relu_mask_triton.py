@@ -21,19 +21,23 @@ from .torus import torus_padding
 _INTERPRET = bool(os.environ.get("TRITON_INTERPRET"))
 
 
-def _configs():
-    # The interpreter would try every config: one is enough to check the arithmetic there.
-    if _INTERPRET:
-        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4)]
-    # BLOCK_M is a multiple of 32 so that a tile packs whole mask words. The texture net has 30 to 100
-    # output channels and reductions of 576 to 2500 (3x15x15, 100x5x5, 64x3x3).
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-        for bm, bn, bk, w, s in [
-            (128, 32, 32, 4, 4), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4),
-            (128, 128, 32, 8, 3), (256, 64, 32, 8, 3), (64, 64, 64, 4, 3),
-        ]
-    ]
+def block_configs(interpreted, tuned):
+    """Autotuning configs from (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) rows.
+
+    The interpreter would try every config: there only the `interpreted` (BLOCK_M, BLOCK_N, BLOCK_K) one,
+    enough to check the arithmetic.
+    """
+    rows = [interpreted + (4, 1)] if _INTERPRET else tuned
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+            for bm, bn, bk, w, s in rows]
+
+
+# BLOCK_M is a multiple of 32 so that a tile packs whole mask words. The texture net has 30 to 100 output
+# channels and reductions of 576 to 2500 (3x15x15, 100x5x5, 64x3x3).
+_CONFIGS = block_configs((64, 32, 32), [
+    (128, 32, 32, 4, 4), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4),
+    (128, 128, 32, 8, 3), (256, 64, 32, 8, 3), (64, 64, 64, 4, 3),
+])
 
 
 @triton.jit
@@ -41,7 +45,7 @@ def _bit_or(a, b):
     return a | b
 
 
-@triton.autotune(configs=_configs(), key=["N", "P", "K", "RED", "NEED_OUTPUT"])
+@triton.autotune(configs=_CONFIGS, key=["N", "P", "K", "RED", "NEED_OUTPUT"])
 @triton.jit
 def _conv_relu_mask_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, mask_ptr,

@@ -15,25 +15,19 @@ import triton
 import triton.language as tl
 
 from .bitmask import mask_shape
-from .conv_relu_mask_triton import _INTERPRET, dot_precision
+from .conv_relu_mask_triton import block_configs, dot_precision
 from .masked_conv_transpose import conv_output_shape
 from .torus import torus_padding
 
 
-def _configs():
-    if _INTERPRET:
-        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 32}, num_warps=4)]
-    # Columns are input channels (3 for the first layer of an RGB net, 64 to 100 above it).
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-        for bm, bn, bk, w, s in [
-            (128, 16, 64, 4, 4), (128, 32, 32, 4, 4), (128, 64, 32, 4, 4),
-            (64, 128, 32, 4, 4), (128, 128, 32, 8, 3), (256, 64, 32, 8, 3),
-        ]
-    ]
+# Columns are input channels (3 for the first layer of an RGB net, 64 to 100 above it).
+_CONFIGS = block_configs((64, 16, 32), [
+    (128, 16, 64, 4, 4), (128, 32, 32, 4, 4), (128, 64, 32, 4, 4),
+    (64, 128, 32, 4, 4), (128, 128, 32, 8, 3), (256, 64, 32, 8, 3),
+])
 
 
-@triton.autotune(configs=_configs(), key=["C", "K", "H", "W", "stride", "HAS_G"])
+@triton.autotune(configs=_CONFIGS, key=["C", "K", "H", "W", "stride", "HAS_G"])
 @triton.jit
 def _masked_conv_transpose_kernel(
     g_ptr, mask_ptr, w_ptr, gx_ptr,
