@@ -47,3 +47,7 @@ def test_two_processes_under_torchrun_give_the_single_process_chains(model_path,
     assert sorted(p.name for p in (tmp_path / "two" / "samples").iterdir()) == [f"{i:05d}.png" for i in range(4)]
     stats = json.loads((tmp_path / "two" / "stats.json").read_text())
     assert stats["processes"] == 2 and len(stats["per_chain"]["energy"]) == 4
+    # Each process resumes its own shard.
+    _torchrun("sample", str(model_path), "--size", "36", "--chains", "4", "--steps", "5", "--resume",
+              "--out", str(tmp_path / "two"))
+    assert [_chains(tmp_path / "two", f"chains.rank{r}.pt")["steps"].tolist() for r in (0, 1)] == [[5, 5], [5, 5]]

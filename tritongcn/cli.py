@@ -354,14 +354,14 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
         click.echo(f"periodic samples need sides that are multiples of {stride}: sampling at {rounded} px")
         size = rounded
     out_dir = out_dir or model_path.parent / f"samples-{size}"
-    state_path = out_dir / "chains.pt"
-    if state_path.exists() and not (resume or overwrite):
-        raise click.ClickException(f"{out_dir} already holds chains (chains.pt): pass --resume to continue "
-                                   "them, --overwrite to start again, or choose another --out")
-    if resume and not state_path.exists():
-        raise click.ClickException(f"nothing to resume: {state_path} does not exist")
     device = _usable_device(device)
     world = init_world(torch.device(device))
+    state_path = _rank_path(out_dir / "chains.pt", world)  # each process saves and resumes its own shard
+    if state_path.exists() and not (resume or overwrite):
+        raise click.ClickException(f"{out_dir} already holds chains ({state_path.name}): pass --resume to "
+                                   "continue them, --overwrite to start again, or choose another --out")
+    if resume and not state_path.exists():
+        raise click.ClickException(f"nothing to resume: {state_path} does not exist")
     first, count = world.shard(chains)
     if count == 0:
         raise click.ClickException(f"{chains} chains cannot be split between {world.size} processes")
@@ -370,7 +370,7 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
     shape = (model.in_channels, size, size)
     try:
         if resume:
-            bank = _load_bank(state_path, model, world, chains, shape, memory_budget, backend, device)
+            bank = _load_bank(state_path, model, chains, shape, memory_budget, backend, device)
         else:
             bank = ChainBank(model, count, shape, boundary=boundary, step_size=step_size, sigma=learned.sigma,
                              seed=seed, init=init, memory_budget=memory_budget, backend=backend, device=device,
@@ -404,9 +404,9 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
             if animated and done % frame_every == 0:
                 frames.append(_frame(bank, mean, animated))
             if save_every and done % save_every == 0 and done < remaining:
-                _save_bank(bank, state_path, world)
+                _save_bank(bank, state_path)
     elapsed = time.perf_counter() - start
-    _save_bank(bank, state_path, world)
+    _save_bank(bank, state_path)
     _write_samples(bank, mean, out_dir, world, fmt, chains, frames, elapsed, remaining)
     finish(world)
 
@@ -415,21 +415,20 @@ def _rank_path(path: Path, world) -> Path:
     return path if world.size == 1 else path.with_name(f"{path.stem}.rank{world.rank}{path.suffix}")
 
 
-def _save_bank(bank, path, world) -> None:
+def _save_bank(bank, path) -> None:
     import torch
 
     from .io import atomic_save
 
     payload = {"format": CHAINS_FORMAT, **bank.state_dict()}
-    atomic_save(lambda tmp: torch.save(payload, tmp), _rank_path(path, world))
+    atomic_save(lambda tmp: torch.save(payload, tmp), path)
 
 
-def _load_bank(path, model, world, chains, shape, memory_budget, backend, device):
+def _load_bank(path, model, chains, shape, memory_budget, backend, device):
     import torch
 
     from .chains import ChainBank
 
-    path = _rank_path(path, world)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for foreign or damaged files
