@@ -24,8 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -33,9 +31,11 @@ import torch.nn.functional as F
 
 import tritongcn
 from tritongcn import GenerativeConvNet, LayerSpec
-from tritongcn.kernels import conv_relu_mask, langevin_update, mask_shape, masked_conv_transpose
+from tritongcn.kernels import (conv_output_shape, conv_relu_mask, langevin_update, mask_shape,
+                               masked_conv_transpose)
+from tritongcn.model import conv_flops
 
-from tritongcn.profile import autograd_langevin
+from tritongcn.profile import autograd_langevin, median_seconds
 
 from bench_langevin import _cpu_name
 
@@ -58,13 +58,7 @@ def _bench(fn, device, repeats):
     if device.type == "cuda":
         import triton.testing
         return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") / 1e3
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(fn, device, repeats)
 
 
 def _peak_probes(device, smoke):
@@ -97,8 +91,7 @@ def bench_config(model, n, size, device, repeats, backend):
         w, b = conv.weight, conv.bias
         need = i < last
         y, mask = conv_relu_mask(h, w, b, spec.stride, spec.padding, need_output=need, backend=backend)
-        out_shape = mask.shape[:1] + (w.shape[0],) + mask.shape[2:]
-        flops = 2 * n * w.shape[0] * out_shape[2] * out_shape[3] * w[0].numel()
+        flops = conv_flops(h.shape, w.shape, conv_output_shape(h.shape, w.shape, spec.stride, spec.padding))
         t_ours = _bench(lambda: conv_relu_mask(h, w, b, spec.stride, spec.padding, need_output=need,
                                                backend=backend), device, repeats)
         t_base = _bench(lambda: torch.relu(F.conv2d(h, w, b, spec.stride, spec.padding)), device, repeats)
