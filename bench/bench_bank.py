@@ -22,8 +22,8 @@ import torch
 
 import tritongcn
 from tritongcn import GenerativeConvNet
-from tritongcn.chains import ChainBank
-from tritongcn.profile import autograd_saved_bytes_per_chain, bits_bytes_per_chain
+from tritongcn.chains import ChainBank, bits_bytes_per_chain
+from tritongcn.profile import autograd_saved_bytes_per_chain
 
 from bench_langevin import _cpu_name
 
@@ -56,7 +56,7 @@ def main():
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
     chunk = bank.x[: min(bank.chunk_size, 64)]
-    ours = bits_bytes_per_chain(model, chunk, args.boundary)
+    ours = bits_bytes_per_chain(model, chunk.shape[1:], args.boundary)
     autograd = autograd_saved_bytes_per_chain(model, chunk, bank.sigma, args.boundary)
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     print(f"{machine}, {torch.get_num_threads()} threads: {args.chains} chains of {args.size} px, {args.steps} "

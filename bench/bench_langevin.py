@@ -11,15 +11,13 @@ import argparse
 import datetime
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 import tritongcn
 from tritongcn import GenerativeConvNet, langevin
-from tritongcn.profile import autograd_langevin
+from tritongcn.profile import autograd_langevin, median_seconds
 
 
 def _cpu_name() -> str:
@@ -30,19 +28,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _timed(fn, repeats, device):
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():
@@ -71,9 +56,8 @@ def main():
             x = torch.randn(n, 3, size, size, device=device) * 50
             ours = lambda: langevin(model, x, args.steps, 0.3, 1.0, seed=0, precision=args.precision)  # noqa: E731
             base = lambda: autograd_langevin(model, x, args.steps, 0.3, 1.0, seed=0)  # noqa: E731
-            ours(), base()  # warm-up
-            t_ours = _timed(ours, args.repeats, device)
-            t_base = _timed(base, args.repeats, device)
+            t_ours = median_seconds(ours, device, args.repeats)  # each after one warm-up run
+            t_base = median_seconds(base, device, args.repeats)
             rate_ours, rate_base = n * args.steps / t_ours, n * args.steps / t_base
             print(f"{n:>6} {size:>5} {rate_ours:>24.1f} {rate_base:>23.1f} {rate_ours / rate_base:>6.2f}")
             record = {"bench": "langevin", "date": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -17,6 +17,13 @@ FLOAT_BYTES = 4
 _INIT_STREAM = 0x1A17  # keeps the noise that starts chains apart from the Langevin noise
 
 
+def bits_bytes_per_chain(model: GenerativeConvNet, shape, boundary: str = "periodic") -> int:
+    """Bytes of the packed masks one bottom-up pass keeps for a chain of `shape` (C, H, W): all that the
+    top-down pass reads of it."""
+    return sum(FLOAT_BYTES * mask_shape(s)[1] * mask_shape(s)[2]
+               for s in model.layer_shapes((1,) + tuple(shape), boundary))
+
+
 def bytes_per_chain(model: GenerativeConvNet, shape, boundary: str = "periodic") -> int:
     """Bytes of work in flight per chain during one Langevin step (its resident state not counted).
 
@@ -25,10 +32,9 @@ def bytes_per_chain(model: GenerativeConvNet, shape, boundary: str = "periodic")
     gradient and the noise. Counted from the layer shapes at the model's current depth.
     """
     shapes = model.layer_shapes((1,) + tuple(shape), boundary)
-    bits = sum(FLOAT_BYTES * mask_shape(s)[1] * mask_shape(s)[2] for s in shapes)
     numels = [shape[0] * shape[1] * shape[2]] + [s[1] * s[2] * s[3] for s in shapes]
     in_flight = max(a + b for a, b in zip(numels, numels[1:]))
-    return bits + FLOAT_BYTES * (in_flight + 2 * numels[0])
+    return bits_bytes_per_chain(model, shape, boundary) + FLOAT_BYTES * (in_flight + 2 * numels[0])
 
 
 def default_memory_budget(device: torch.device) -> int:

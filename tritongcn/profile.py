@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 import torch
 
+from .chains import bits_bytes_per_chain
 from .kernels import langevin_update
 from .model import compute_dtype
 
@@ -47,7 +48,8 @@ class SiteTimer:
         row["bytes"] += nbytes
 
 
-def _median_seconds(fn, device, repeats=3):
+def median_seconds(fn, device, repeats=3):
+    """Median wall seconds of `fn` over `repeats` runs after one warm-up run (synchronised on a GPU)."""
     fn()
     times = []
     for _ in range(repeats):
@@ -65,19 +67,11 @@ def peak_probes(device, precision="float32"):
     dtype = compute_dtype(precision)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    gflops = 2 * n**3 / _median_seconds(lambda: a @ b, device) / 1e9
+    gflops = 2 * n**3 / median_seconds(lambda: a @ b, device) / 1e9
     src = torch.empty(1 << 25, device=device)
     dst = torch.empty_like(src)
-    gbs = 2 * src.numel() * 4 / _median_seconds(lambda: dst.copy_(src), device) / 1e9
+    gbs = 2 * src.numel() * 4 / median_seconds(lambda: dst.copy_(src), device) / 1e9
     return gflops, gbs
-
-
-def bits_bytes_per_chain(model, x, boundary):
-    """Bytes of the packed masks one bottom-up pass keeps per chain: all the top-down pass reads."""
-    from .kernels import mask_shape
-
-    return sum(4 * mask_shape(s)[1] * mask_shape(s)[2] for s in model.layer_shapes((1,) + tuple(x.shape[1:]),
-                                                                                    boundary))
 
 
 def autograd_saved_bytes_per_chain(model, x, sigma, boundary):
@@ -147,13 +141,12 @@ def profile_steps(model, x, steps, step_size=0.3, sigma=1.0, boundary="zero", ba
               "sites": {site: dict(row, seconds_per_step=row["seconds"] / steps, flops_per_step=row["flops"] / steps,
                                    bytes_per_step=row["bytes"] / steps)
                         for site, row in timer.sites.items()},
-              "bits_bytes_per_chain": bits_bytes_per_chain(model, x, boundary)}
+              "bits_bytes_per_chain": bits_bytes_per_chain(model, x.shape[1:], boundary)}
     if compare:
-        autograd_x = x[:chains].clone()
-        autograd_langevin(model, autograd_x, warmup, step_size, sigma, boundary)
+        autograd_langevin(model, x, warmup, step_size, sigma, boundary)
         _sync(device)
         start = time.perf_counter()
-        autograd_langevin(model, autograd_x, steps, step_size, sigma, boundary)
+        autograd_langevin(model, x, steps, step_size, sigma, boundary)
         _sync(device)
         report["autograd_chain_steps_per_s"] = chains * steps / (time.perf_counter() - start)
         report["autograd_saved_bytes_per_chain"] = autograd_saved_bytes_per_chain(model, x[:1], sigma, boundary)
