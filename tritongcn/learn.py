@@ -136,8 +136,9 @@ class Learner:
     def _set_learning_rate(self) -> None:
         """Cosine decay from lr to lr * lr_final over each layer's iterations (biases at twice the rate).
 
-        A decreasing step lets the stochastic-approximation updates settle instead of circling the
-        maximum-likelihood point at the distance one clipped step carries them.
+        Meant to let the stochastic-approximation updates settle instead of circling the maximum-likelihood
+        point at the distance one clipped step carries them. Measured so far it does worse (bark and rose
+        with lr_final=0.1, bench/TUNING.md), so the default lr_final=1 keeps the release's constant rate.
         """
         c = self.config
         progress = self.iteration / max(c.iterations - 1, 1)
