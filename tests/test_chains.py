@@ -102,7 +102,7 @@ def test_stats_report_energy_gradient_norm_and_activity_per_chain():
     stats = bank.stats()
     assert all(v.shape == (7,) for v in stats.values())
     torch.testing.assert_close(stats["energy"], net.energy(bank.x, 2.0, "periodic"))
-    grad = net.grad_input(bank.x, boundary="periodic")
+    grad = net.grad_input(bank.x, boundary="periodic", precision=bank.precision)
     torch.testing.assert_close(stats["grad_norm"], grad.flatten(1).norm(dim=1))
     assert ((stats["active"] > 0) & (stats["active"] < 1)).all()
 

@@ -61,7 +61,7 @@ def test_the_first_iteration_raises_the_observed_score_against_the_synthesized()
 
 
 @pytest.mark.parametrize("field,value", [("chains", 0), ("step_size", -1.0), ("sigma", float("nan")),
-                                         ("lr", float("inf")), ("optimizer", "lbfgs")])
+                                         ("lr", float("inf")), ("optimizer", "lbfgs"), ("precision", "half")])
 def test_bad_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         Learner(_observed(), LearnConfig(**{**TINY, field: value}))
@@ -93,3 +93,11 @@ def test_learning_rate_decays_by_cosine_within_each_layer():
     assert all(bias == pytest.approx(2 * weight) for weight, bias in rates)
     with pytest.raises(ValueError, match="lr_final"):
         LearnConfig(lr_final=0).check()
+
+
+def test_the_learner_records_the_precision_it_runs_in():
+    from tritongcn.model import resolve_precision
+    learner = Learner(_observed(), LearnConfig(**TINY))  # precision "auto"
+    assert learner.config.precision == resolve_precision("auto", "cpu") == learner.bank.precision
+    assert learner.state_dict()["config"]["precision"] in ("float32", "bfloat16")
+    assert Learner(_observed(), LearnConfig(**TINY, precision="float32")).bank.precision == "float32"

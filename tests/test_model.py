@@ -134,3 +134,26 @@ def test_bfloat16_input_gradient_is_close_to_float32():
     assert ((half - full).norm() / full.norm()).item() < 0.1
     with pytest.raises(ValueError, match="precision"):
         net.grad_input(x, precision="float16")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_only_for_the_torch_kernels_on_a_cpu_with_native_bfloat16(monkeypatch, native):
+    import tritongcn.model as model_module
+    monkeypatch.setattr(model_module, "cpu_has_native_bfloat16", lambda: native)
+    resolve = model_module.resolve_precision
+    assert resolve("auto", "cpu", "torch") == ("bfloat16" if native else "float32")
+    assert resolve("auto", "cpu", "triton") == "float32"  # the interpreter (conftest) has no bfloat16
+    assert resolve("float32", "cpu") == "float32" and resolve("bfloat16", "cpu") == "bfloat16"
+    with pytest.raises(ValueError, match="interpreter"):
+        resolve("bfloat16", "cpu", "triton")
+    with pytest.raises(ValueError, match="precision"):
+        resolve("half", "cpu")
+    # grad_input and langevin follow the resolved precision.
+    net = GenerativeConvNet.texture(3, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 42, 42) * 50
+    resolved = resolve("auto", "cpu", "torch")
+    torch.testing.assert_close(net.grad_input(x, precision="auto"), net.grad_input(x, precision=resolved),
+                               rtol=0, atol=0)
+    from tritongcn import langevin
+    torch.testing.assert_close(langevin(net, x, 2, 0.3, 1.0), langevin(net, x, 2, 0.3, 1.0, precision=resolved),
+                               rtol=0, atol=0)

@@ -9,7 +9,7 @@ import torch
 
 from .kernels import mask_shape
 from .kernels.langevin_update import _splitmix64, chain_noise_torch
-from .model import GenerativeConvNet, compute_dtype
+from .model import GenerativeConvNet, resolve_precision
 from .sampler import langevin
 
 INITS = ("zero", "noise")
@@ -58,13 +58,13 @@ class ChainBank:
     processes): chain i here is chain first_chain + i of the whole, and draws that chain's noise.
     Chains start at 0 (`init="zero"`, the mean image of mean-subtracted data), from N(0, sigma^2) noise
     (`init="noise"`), or from given images (`images`, mean-subtracted). `precision="bfloat16"` computes
-    the input gradient in bfloat16 (the chains stay float32).
+    the input gradient in bfloat16 (the chains stay float32); "auto" picks it on CPUs with native bfloat16.
     """
 
     def __init__(self, model: GenerativeConvNet, chains: int, shape, *, boundary: str = "periodic",
                  step_size: float = 0.3, sigma: float = 1.0, seed: int = 0, init: str = "zero",
                  images: torch.Tensor | None = None, memory_budget: int | None = None, backend: str = "auto",
-                 device=None, first_chain: int = 0, total_chains: int | None = None, precision: str = "float32"):
+                 device=None, first_chain: int = 0, total_chains: int | None = None, precision: str = "auto"):
         if chains < 1:
             raise ValueError(f"a chain bank needs at least one chain, got {chains}")
         if step_size <= 0 or sigma <= 0:
@@ -78,11 +78,12 @@ class ChainBank:
         if first_chain < 0 or first_chain + chains > self.total_chains:
             raise ValueError(f"chains {first_chain}..{first_chain + chains - 1} do not fit in a bank of "
                              f"{self.total_chains}")
-        compute_dtype(precision)  # refuses unknown names now, not at the first step
-        self.model, self.boundary, self.backend, self.precision = model, boundary, backend, precision
+        self.model, self.boundary, self.backend = model, boundary, backend
         self.step_size, self.sigma, self.seed = float(step_size), float(sigma), int(seed)
         self.first_chain = first_chain
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        # Resolved once, so a saved bank resumes in the precision it ran in whatever machine resumes it.
+        self.precision = resolve_precision(precision, self.device, backend)
         self.memory_budget = memory_budget or default_memory_budget(self.device)
         model.check_size((chains,) + shape, boundary)
         if images is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import LearnConfig
+from .config import PRECISION_CHOICES, LearnConfig
 
 DEFAULTS = LearnConfig().to_dict()
 
@@ -57,8 +57,10 @@ def main():
                    "or with the release's zero padding everywhere.")
 @click.option("--device", default="auto", show_default=True,
               help="Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default=DEFAULTS["precision"],
-              show_default=True, help="Precision of the sampler's convolutions (the chains stay float32).")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=DEFAULTS["precision"],
+              show_default=True, help="Precision of the sampler's convolutions (the chains stay float32); "
+                                      "auto: bfloat16 on CPUs with native bfloat16 (AMX, AVX512-BF16), "
+                                      "else float32.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_size, sigma, iterations,
           layers, lr, seed, periodic, device, precision, overwrite):
@@ -114,7 +116,8 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
     start = time.perf_counter()
     metrics_file = open(out_dir / "metrics.jsonl", "w") if world.is_main else io.StringIO()
     quiet = None if world.is_main else io.StringIO()  # one progress bar, the first process's
-    with metrics_file, click.progressbar(length=learner.total_iterations, label="learning", show_eta=True,
+    label = f"learning ({learner.config.precision})"
+    with metrics_file, click.progressbar(length=learner.total_iterations, label=label, show_eta=True,
                                          item_show_func=lambda r: r, file=quiet) as bar:
         for record in _checked(learner.run()):
             records.append(record)
@@ -319,8 +322,9 @@ CHAINS_FORMAT = "tritongcn.chains"
 @click.option("--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, cuda:1, ...")
 @click.option("--backend", type=click.Choice(["auto", "torch", "triton"]), default="auto", show_default=True,
               help="Kernel backend (auto: triton on CUDA, torch on the CPU).")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default=None,
-              help="Precision of the sampler's convolutions [default: as learned].")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+              help="Precision of the sampler's convolutions (the chains stay float32); auto: bfloat16 on "
+                   "CPUs with native bfloat16, else float32.")
 @click.option("--overwrite", is_flag=True, help="Replace the samples of an earlier run in --out.")
 def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memory_budget, resume, save_every,
            fmt, gif, periodic, device, backend, precision, overwrite):
@@ -374,7 +378,7 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
         else:
             bank = ChainBank(model, count, shape, boundary=boundary, step_size=step_size, sigma=learned.sigma,
                              seed=seed, init=init, memory_budget=memory_budget, backend=backend, device=device,
-                             first_chain=first, total_chains=chains, precision=precision or learned.precision)
+                             first_chain=first, total_chains=chains, precision=precision)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -387,7 +391,7 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
     start = time.perf_counter()
     done = 0
     quiet = None if world.is_main else io.StringIO()  # one progress bar, the first process's
-    with click.progressbar(length=remaining * len(bank), label=f"sampling {chains} chains of {size} px",
+    with click.progressbar(length=remaining * len(bank), label=f"sampling {chains} chains of {size} px ({bank.precision})",
                            show_eta=True, item_show_func=lambda rate: rate, file=quiet) as bar:
         while done < remaining:
             segment = remaining - done
@@ -500,7 +504,8 @@ def _write_samples(bank, mean, out_dir, world, fmt, chains, frames, elapsed, ste
               help="Timed Langevin steps (after one warm-up step).")
 @click.option("--boundary", type=click.Choice(["zero", "periodic"]), default="zero", show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "torch", "triton"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+              help="auto: bfloat16 on CPUs with native bfloat16, else float32.")
 @click.option("--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, ...")
 @click.option("--trace", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a Chrome trace of one more step (open it in Perfetto or chrome://tracing).")
@@ -514,8 +519,8 @@ def profile(model_path, chains, size, steps, boundary, backend, precision, devic
     import torch
 
     from .io import InputError, load_checkpoint
-    from .model import GenerativeConvNet
     from .profile import peak_probes, profile_steps
+    from .model import GenerativeConvNet, resolve_precision
 
     device = _usable_device(device)
     if model_path is None:
@@ -537,6 +542,7 @@ def profile(model_path, chains, size, steps, boundary, backend, precision, devic
         raise click.BadParameter(f"periodic chains need a multiple of {model.total_stride()}", param_hint="--size")
     x = torch.randn(chains, model.in_channels, size, size, device=device,
                     generator=torch.Generator(device=device).manual_seed(0)) * 30
+    precision = resolve_precision(precision, device, backend)
     gflops_peak, gbs_peak = peak_probes(torch.device(device), precision)
     try:
         report = profile_steps(model, x, steps, boundary=boundary, backend=backend, precision=precision,

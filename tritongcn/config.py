@@ -3,6 +3,10 @@
 import math
 from dataclasses import asdict, dataclass, fields
 
+# The sampler's precision: "auto" is bfloat16 convolutions on CPUs with native bfloat16 and float32 elsewhere
+# (model.resolve_precision); the chains and the Langevin update are float32 in every case.
+PRECISION_CHOICES = ("auto", "float32", "bfloat16")
+
 
 @dataclass
 class LearnConfig:
@@ -24,7 +28,7 @@ class LearnConfig:
     seed: int = 0  # weights' initialisation and Langevin noise
     device: str = "cpu"
     backend: str = "auto"  # kernel backend for the sampler (see tritongcn.kernels)
-    precision: str = "float32"  # the sampler's convolutions: "float32" or "bfloat16" (chains stay float32)
+    precision: str = "auto"  # the sampler's convolutions, one of PRECISION_CHOICES (chains stay float32)
 
     def check(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
@@ -38,8 +42,8 @@ class LearnConfig:
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
         if not (math.isfinite(self.lr_final) and 0 < self.lr_final <= 1):
             raise ValueError(f"lr_final must be in (0, 1], got {self.lr_final}")
-        if self.precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
+        if self.precision not in PRECISION_CHOICES:
+            raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):

@@ -5,13 +5,14 @@ moves the weights along mean_obs df/dw - mean_syn df/dw: the observed images' sc
 synthesized images' score goes down until the model's samples match the data's statistics.
 """
 
+import dataclasses
 import math
 import time
 
 import torch
 
 from .config import LearnConfig
-from .model import GenerativeConvNet
+from .model import GenerativeConvNet, resolve_precision
 from .chains import ChainBank
 from .distributed import World, all_reduce_sum
 
@@ -39,8 +40,10 @@ class Learner:
     def __init__(self, observed: torch.Tensor, config: LearnConfig, model: GenerativeConvNet | None = None,
                  mean: torch.Tensor | None = None, world: World | None = None):
         config.check()
-        self.config = config
         self.device = torch.device(config.device)
+        # The precision the run actually uses ("auto" resolved for this device) is what model.pt records.
+        config = dataclasses.replace(config, precision=resolve_precision(config.precision, self.device, config.backend))
+        self.config = config
         if observed.dim() != 4:
             raise ValueError("observed images must be a (M, C, H, W) tensor")
         self.observed = observed.to(self.device, torch.float32)

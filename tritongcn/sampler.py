@@ -3,12 +3,13 @@
 import torch
 
 from .kernels import langevin_update
+from .model import resolve_precision
 
 
 @torch.no_grad()
 def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float, seed: int = 0,
              backend: str = "auto", first_step: int = 0, boundary: str = "zero", chain_start: int = 0,
-             total_chains: int | None = None, precision: str = "float32") -> torch.Tensor:
+             total_chains: int | None = None, precision: str = "auto") -> torch.Tensor:
     """Advance the chains `x` (N, C, H, W) by `steps` Langevin steps and return them (x is not modified).
 
     Noise counters: step t of chain n (of `total_chains`, default N) starts at
@@ -17,7 +18,8 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     chunks passes each chunk's `chain_start` and the bank's `total_chains`, and gets the same chains as
     one big batch would. `boundary="periodic"` samples on the torus (see GenerativeConvNet).
     `precision="bfloat16"` computes B(I) in bfloat16 (see GenerativeConvNet.grad_input); the chains and
-    the update stay in float32.
+    the update stay in float32. The default "auto" is bfloat16 on CPUs with native bfloat16 and float32
+    elsewhere (model.resolve_precision).
     """
     if steps < 0 or step_size <= 0 or sigma <= 0:
         raise ValueError("langevin needs steps >= 0, step_size > 0 and sigma > 0")
@@ -25,6 +27,7 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     if chain_start < 0 or chain_start + x.shape[0] > total_chains:
         raise ValueError(f"chains {chain_start}..{chain_start + x.shape[0] - 1} do not fit in a bank of "
                          f"{total_chains}")
+    precision = resolve_precision(precision, x.device, backend)
     x = x.detach().clone()
     chain_numel = x[0].numel() if x.shape[0] else 0
     for t in range(first_step, first_step + steps):
