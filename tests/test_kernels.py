@@ -34,6 +34,19 @@ def test_pack_unpack_roundtrip_and_one_bit_per_unit(k, h, w):
     assert torch.equal(unpack_mask(mask, active.shape), active)
 
 
+@pytest.mark.parametrize("k,h,w", [(1, 1, 1), (2, 4, 8), (7, 5, 7), (3, 33, 31)])
+def test_cpu_and_device_packings_give_the_same_words(k, h, w):
+    # CPU tensors go through NumPy's packbits, other devices through tensor arithmetic: one layout.
+    from tritongcn.kernels.bitmask import _pack_numpy, _pack_tensor, _unpack_numpy, _unpack_tensor
+    active = torch.rand(2, k, h, w, generator=torch.Generator().manual_seed(h * w)) > 0.5
+    active[0, 0].view(-1)[-1] = True  # the last unit, whose bit may be the sign bit of a word
+    words = _pack_numpy(active)
+    assert words.dtype == _pack_tensor(active).dtype == torch.int32
+    assert torch.equal(words, _pack_tensor(active))
+    assert torch.equal(_unpack_numpy(words, active.shape), active)
+    assert torch.equal(_unpack_tensor(words, active.shape), active)
+
+
 def test_bit_layout_is_position_p_in_bit_p_mod_32_of_word_p_div_32():
     # The layout every backend shares (a Triton kernel must produce the same words).
     active = torch.zeros(1, 2, 5, 8, dtype=torch.bool)  # 40 positions: two words per channel
