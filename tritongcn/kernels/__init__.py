@@ -73,5 +73,4 @@ def langevin_update(x, grad_f, step_size, sigma, seed, offset=0, out=None, backe
     if resolve_backend(backend, x.device) == "triton":
         from .langevin_update_triton import langevin_update_triton
         return langevin_update_triton(x, grad_f, step_size, sigma, seed, offset, out)
-    result = langevin_update_torch(x, grad_f, step_size, sigma, seed, offset)
-    return result if out is None else out.copy_(result)
+    return langevin_update_torch(x, grad_f, step_size, sigma, seed, offset, out)

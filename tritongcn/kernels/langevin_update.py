@@ -43,8 +43,13 @@ def chain_noise_torch(shape, seed: int, offset: int, dtype=torch.float32, device
     return out
 
 
-def langevin_update_torch(x, grad_f, step_size, sigma, seed, offset=0):
-    """Reference and CPU path; returns a new tensor."""
+def langevin_update_torch(x, grad_f, step_size, sigma, seed, offset=0, out=None):
+    """Reference and CPU path, into `out` (which may be `x`) or a new tensor.
+
+    The step is written as x (1 - step_size^2 / (2 sigma^2)) + step_size^2 / 2 grad_f + step_size Z and
+    accumulated into the result in place: three passes over the chains and no temporary but the noise.
+    """
     z = chain_noise_torch(x.shape, seed, offset, dtype=x.dtype, device=x.device)
-    drift = x / (sigma * sigma) - grad_f
-    return x - (0.5 * step_size * step_size) * drift + step_size * z
+    half_step = 0.5 * step_size * step_size
+    out = torch.mul(x, 1.0 - half_step / (sigma * sigma), out=out)
+    return out.add_(grad_f, alpha=half_step).add_(z, alpha=step_size)
