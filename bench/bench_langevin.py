@@ -1,9 +1,12 @@
 """Chain-steps per second of tritongcn.langevin against the plain PyTorch autograd Langevin loop.
 
-Both run the paper's texture net with the same random weights, in the same process, on the same chains.
+Every variant runs the paper's texture net with the same random weights, in the same process, on the same
+chains: tritongcn in each precision asked for, the autograd loop a user would write (float32), and that loop
+with `torch.compile(model.score)` (compiled once per shape in the warm-up run, which is not timed).
 Prints a table and appends one JSON line per configuration to bench/results.jsonl.
 
     python bench/bench_langevin.py                    # CPU, 16 chains at 64, 112 and 224 px
+    python bench/bench_langevin.py --chains 16 256 1024 --sizes 64
     python bench/bench_langevin.py --device cuda --chains 16 256 1024
 """
 
@@ -17,10 +20,11 @@ import torch
 
 import tritongcn
 from tritongcn import GenerativeConvNet, langevin
+from tritongcn.model import resolve_precision
 from tritongcn.profile import autograd_langevin, median_seconds
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -30,6 +34,34 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+
+
+def bench_model(device: torch.device) -> GenerativeConvNet:
+    """The texture net with random weights and biases of both signs, as after learning, so the bits are mixed."""
+    model = GenerativeConvNet.texture(3, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        for conv in model.convs:
+            conv.bias.normal_(0.0, 1.0)
+    return model
+
+
+def variants(model, steps, precisions, compile_baseline):
+    """name -> function(x) running `steps` Langevin steps; the first is the baseline of the ratios."""
+    runs = {"autograd": lambda x: autograd_langevin(model, x, steps, 0.3, 1.0, seed=0)}
+    if compile_baseline:
+        torch._dynamo.reset()  # one fresh compilation per shape, never dynamo's recompile limit
+        score = torch.compile(model.score, dynamic=False)
+        runs["autograd+compile"] = lambda x: autograd_langevin(model, x, steps, 0.3, 1.0, seed=0, score=score)
+    for precision in precisions:
+        runs[f"tritongcn {precision}"] = (
+            lambda x, p=precision: langevin(model, x, steps, 0.3, 1.0, seed=0, precision=p))
+    return runs
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -37,35 +69,42 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 112, 224])
     parser.add_argument("--steps", type=int, default=5, help="Langevin steps per timed run")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
-    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
-                        help="tritongcn's sampler precision (the autograd loop stays float32)")
+    parser.add_argument("--precisions", nargs="+", default=["float32", "auto"],
+                        choices=["auto", "float32", "bfloat16"],
+                        help="tritongcn's sampler precisions (the autograd loops stay float32); auto is "
+                             "the default tritongcn.langevin uses on this machine")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd autograd loop")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.jsonl")))
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    model = GenerativeConvNet.texture(3, generator=torch.Generator().manual_seed(0)).to(device)
-    with torch.no_grad():
-        for conv in model.convs:  # biases of both signs, as after learning, so the bits are mixed
-            conv.bias.normal_(0.0, 1.0)
-    machine = f"{_cpu_name()}, {torch.get_num_threads()} threads"
-    if device.type == "cuda":
-        machine = torch.cuda.get_device_name(device)
-    print(f"{'chains':>6} {'size':>5} {'tritongcn chain-steps/s':>24} {'autograd chain-steps/s':>23} {'ratio':>6}")
+    model = bench_model(device)
+    # Name each precision by what it runs as here ("auto" resolves per machine), once each.
+    precisions = list(dict.fromkeys(resolve_precision(p, device) for p in args.precisions))
+    default = resolve_precision("auto", device)
+    names = ["autograd"] + ["autograd+compile"] * (not args.no_compile) + [f"tritongcn {p}" for p in precisions]
+    print(f"machine: {machine_name(device)}; torch {torch.__version__}; tritongcn's default precision here: "
+          f"{default}; chain-steps/s (ratio to the autograd loop)")
+    print(f"{'chains':>6} {'size':>5} " + " ".join(f"{name:>24}" for name in names))
     for n in args.chains:
         for size in args.sizes:
-            x = torch.randn(n, 3, size, size, device=device) * 50
-            ours = lambda: langevin(model, x, args.steps, 0.3, 1.0, seed=0, precision=args.precision)  # noqa: E731
-            base = lambda: autograd_langevin(model, x, args.steps, 0.3, 1.0, seed=0)  # noqa: E731
-            t_ours = median_seconds(ours, device, args.repeats)  # each after one warm-up run
-            t_base = median_seconds(base, device, args.repeats)
-            rate_ours, rate_base = n * args.steps / t_ours, n * args.steps / t_base
-            print(f"{n:>6} {size:>5} {rate_ours:>24.1f} {rate_base:>23.1f} {rate_ours / rate_base:>6.2f}")
+            x = torch.randn(n, 3, size, size, device=device, generator=torch.Generator().manual_seed(1)
+                            ).to(device) * 50
+            rates = {}
+            for name, run in variants(model, args.steps, precisions, not args.no_compile).items():
+                try:
+                    rates[name] = n * args.steps / median_seconds(lambda: run(x), device, args.repeats)
+                except Exception as err:  # torch.compile needs a C++ compiler; report, do not stop
+                    print(f"  {name} failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+            base = rates["autograd"]
+            print(f"{n:>6} {size:>5} " + " ".join(
+                f"{rates[name]:>15.1f} ({rates[name] / base:4.2f}x)" if name in rates else f"{'-':>24}"
+                for name in names))
             record = {"bench": "langevin", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                      "machine": machine, "torch": torch.__version__, "tritongcn": tritongcn.__version__,
-                      "device": str(device), "dtype": "float32", "precision": args.precision, "chains": n, "size": size,
-                      "steps": args.steps, "repeats": args.repeats,
-                      "tritongcn_chain_steps_per_s": rate_ours, "autograd_chain_steps_per_s": rate_base,
-                      "ratio": rate_ours / rate_base}
+                      "machine": machine_name(device), "torch": torch.__version__,
+                      "tritongcn": tritongcn.__version__, "device": str(device), "default_precision": default,
+                      "chains": n, "size": size, "steps": args.steps, "repeats": args.repeats,
+                      "chain_steps_per_s": rates, "ratio_to_autograd": {k: v / base for k, v in rates.items()}}
             with open(args.out, "a") as f:
                 f.write(json.dumps(record) + "\n")
 

@@ -94,13 +94,18 @@ def autograd_saved_bytes_per_chain(model, x, sigma, boundary):
     return total / x.shape[0]
 
 
-def autograd_langevin(model, x, steps, step_size, sigma, boundary="zero", seed=0):
-    """The loop a user would write: autograd for dE/dI, torch.randn for the noise."""
+def autograd_langevin(model, x, steps, step_size, sigma, boundary="zero", seed=0, score=None):
+    """The loop a user would write: autograd for dE/dI, torch.randn for the noise.
+
+    `score(x, boundary)` defaults to `model.score`; pass `torch.compile(model.score)` for the compiled
+    variant (autograd then runs the compiled forward and backward graphs).
+    """
+    score = score or model.score
     gen = torch.Generator(device=x.device).manual_seed(seed)
     x = x.detach().clone()
     for _ in range(steps):
         x.requires_grad_(True)
-        energy = x.pow(2).sum() / (2 * sigma**2) - model.score(x, boundary).sum()
+        energy = x.pow(2).sum() / (2 * sigma**2) - score(x, boundary).sum()
         (grad,) = torch.autograd.grad(energy, x)  # dE/dI = I / sigma^2 - df/dI
         with torch.no_grad():
             x = x - 0.5 * step_size**2 * grad + step_size * torch.randn(x.shape, generator=gen, device=x.device)
