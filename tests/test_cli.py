@@ -47,6 +47,8 @@ def test_tiny_learn_writes_every_output(tmp_path, colour, mode):
         assert im.mode == mode and im.width > 40 + 2 * (2 * 36) and im.height >= 40
     with Image.open(out / "learning_curve.png") as im:
         assert im.size[0] >= 600
+    with Image.open(out / "filters.png") as im:  # the first layer's filters, each in its channels
+        assert im.mode == mode and im.width > 15 * 4 and im.height > 15 * 4
 
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 * 3  # iterations per layer x layers
@@ -54,6 +56,9 @@ def test_tiny_learn_writes_every_output(tmp_path, colour, mode):
     for r in records:
         assert {"layer", "iteration", "f_obs", "f_syn", "gap", "grad_norm", "seconds"} <= set(r)
         assert r["gap"] == pytest.approx(r["f_obs"] - r["f_syn"], rel=1e-5, abs=1e-6)
+        # The share of active units of each grown layer, for the data and for the chains.
+        assert len(r["active_obs"]) == len(r["active_syn"]) == r["layer"]
+        assert all(0 <= a <= 1 for a in r["active_obs"] + r["active_syn"])
 
     state = torch.load(out / "model.pt", weights_only=True)
     assert state["version"] == __version__

@@ -55,3 +55,16 @@ def test_grid_and_learning_curve(tmp_path):
     # Both curves were drawn: red-ish (gap) and blue-ish (gradient norm) pixels exist.
     assert ((pixels[..., 0] > 150) & (pixels[..., 2] < 80)).any()
     assert ((pixels[..., 2] > 150) & (pixels[..., 0] < 80)).any()
+
+
+def test_filter_sheet_shows_each_filter_at_full_contrast_around_grey():
+    from tritongcn.io import filter_sheet
+    weight = torch.zeros(4, 3, 5, 5)
+    weight[0, 0, 2, 2] = 1e-3  # a tiny filter still reaches white
+    weight[1, 1, 0, 0] = -7.0  # and a large negative one black
+    sheet = np.asarray(filter_sheet(weight, scale=2))
+    assert sheet.shape == (2 + 2 * (10 + 2), 2 + 2 * (10 + 2), 3)  # 2 x 2 filters of 10 px, 2 px gaps
+    first = sheet[2:12, 2:12]
+    assert first[4:6, 4:6, 0].min() == 255 and first[0, 0, 0] in (127, 128)
+    second = sheet[2:12, 14:24]
+    assert second[0:2, 0:2, 1].max() == 0

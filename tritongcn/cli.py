@@ -183,7 +183,7 @@ def _checked(records):
 def _write_outputs(out_dir, seed, state, training, samples, records) -> None:
     import torch
 
-    from .io import draw_learning_curve, make_grid, save_checkpoint, save_png
+    from .io import draw_learning_curve, filter_sheet, make_grid, save_checkpoint, save_png
 
     sample_dir = out_dir / "samples"
     sample_dir.mkdir(exist_ok=True)
@@ -198,6 +198,7 @@ def _write_outputs(out_dir, seed, state, training, samples, records) -> None:
                                   torch.Generator().manual_seed(seed))
     save_png(make_grid(training, samples, real_crops), out_dir / "grid.png")
     draw_learning_curve(records, out_dir / "learning_curve.png")
+    save_png(filter_sheet(state["model"]["convs.0.weight"]), out_dir / "filters.png")
     save_checkpoint(state, out_dir / "model.pt")
 
 

@@ -148,6 +148,15 @@ def contact_sheet(images: torch.Tensor, columns: int | None = None, gap: int = 4
     return sheet
 
 
+def filter_sheet(weight: torch.Tensor, scale: int = 4) -> Image.Image:
+    """First-layer filters (K, C, kh, kw) as a contact sheet: each filter stretched on its own so its
+    largest |weight| reaches black or white, zero at mid-grey, and enlarged `scale` times (nearest)."""
+    w = weight.detach().float().cpu()
+    peak = w.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+    images = (127.5 + 127.5 * w / peak).repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    return contact_sheet(images, gap=2)
+
+
 def save_gif(frames: list, path, seconds_per_frame: float = 0.1) -> None:
     """An animated GIF of PIL frames, looping, the last frame held a little longer."""
     durations = [int(1000 * seconds_per_frame)] * (len(frames) - 1) + [1500]

@@ -17,16 +17,22 @@ from .chains import ChainBank
 from .distributed import World, all_reduce_sum
 
 
-def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
+def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str = "zero", activity=None
+                       ) -> torch.Tensor:
     """Mean over images of f / (number of top-layer positions).
 
     The texture score is a sum over positions, so dividing by their number makes observed and
     synthesized images of different sizes comparable. Every layer's gradient is thus divided by the top
     layer's H x W; the release divided each layer's by its own output's H x W, which for the texture net
     is the same to within 10 %: only the first layer strides, and the later ones keep its output size.
+    If `activity` is a list, the share of active ReLU units of each layer is appended to it, from the
+    same bottom-up pass.
     """
-    _, _, h, w = model.output_shape(x.shape, boundary)
-    return model.score(x, boundary).mean() / (h * w)
+    for top in model.relu_responses(x, boundary):
+        if activity is not None:
+            activity.append(round((top > 0).float().mean().item(), 4))
+    _, _, h, w = top.shape
+    return top.sum(dim=(1, 2, 3)).mean() / (h * w)
 
 
 class Learner:
@@ -160,8 +166,10 @@ class Learner:
         self.bank.advance(c.langevin_steps)
 
         self.optimizer.zero_grad(set_to_none=True)
-        f_obs = per_position_score(self.model, self.observed, self.data_boundary)
-        f_syn = per_position_score(self.model, self.chains, self.chain_boundary)
+        active_obs, active_syn = [], []  # share of active units per layer: where the images sit in the
+        # model's piecewise-Gaussian partition, observed against synthesized
+        f_obs = per_position_score(self.model, self.observed, self.data_boundary, active_obs)
+        f_syn = per_position_score(self.model, self.chains, self.chain_boundary, active_syn)
         if not (torch.isfinite(f_obs) and torch.isfinite(f_syn)):
             raise FloatingPointError(f"learning diverged at layer {self.layer}, iteration {self.iteration + 1}: "
                                      "the scores are no longer finite; lower --lr or --step-size")
@@ -185,7 +193,7 @@ class Learner:
         self.seconds += time.perf_counter() - start
         return {"layer": self.layer, "iteration": self.iteration, "f_obs": f_obs.item(),
                 "f_syn": f_syn.item(), "gap": (f_obs - f_syn).item(), "grad_norm": grad_norm,
-                "seconds": round(self.seconds, 3)}
+                "active_obs": active_obs, "active_syn": active_syn, "seconds": round(self.seconds, 3)}
 
     def run(self):
         """Yield one metrics dict per iteration until every layer is grown and refined."""
