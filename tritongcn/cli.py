@@ -294,6 +294,99 @@ CHAINS_FORMAT = "tritongcn.chains"
 
 @main.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder.")
+@click.option("--mode", "with_mode", is_flag=True,
+              help="Also descend deterministically from each image to a local mode of the energy "
+                   "(an image that reconstructs itself, Proposition 2) and show it.")
+@click.option("--steps", type=click.IntRange(1, 10**6), default=500, show_default=True,
+              help="Most descent steps for --mode.")
+@click.option("--image-size", type=click.IntRange(8, 4096), default=None,
+              help="Images are preprocessed as `learn` does: shorter side resized to this, centred crop "
+                   "[default: the size the model was learned with].")
+@click.option("--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, ...")
+@click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
+def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, device, overwrite):
+    """Auto-encode IMAGES with a learned MODEL: each image's activation bits bottom-up, then the top-down
+    pass gated by them, sigma^2 B(delta(I)). Writes each image beside its reconstruction (and its local
+    mode with --mode) to --out, with the relative reconstruction error ||I - sigma^2 B|| / ||I|| of each
+    (mean-subtracted) image in reconstruct.json.
+    """
+    import torch
+
+    from .autoencoder import descend_to_mode, reconstruction_error
+    from .autoencoder import reconstruct as auto_encode
+    from .config import LearnConfig
+    from .io import InputError, atomic_save, contact_sheet, load_checkpoint, load_image, preprocess, save_png
+    from .model import GenerativeConvNet
+
+    try:
+        state = load_checkpoint(model_path)
+        learned = LearnConfig.from_dict(state["config"])
+        paths = _image_paths(images)
+        if not paths:
+            raise InputError("no PNG or JPEG images in " + ", ".join(str(p) for p in images))
+        size = image_size or learned.image_size
+        raw = [load_image(p) for p in paths]
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
+    model = GenerativeConvNet.from_config(state["model_config"])
+    model.load_state_dict(state["model"])
+    model.depth = len(model.layers)
+    channels = model.in_channels
+    for path, image in zip(paths, raw):
+        if image.shape[2] != channels:
+            raise click.ClickException(f"{path}: {'grayscale' if image.shape[2] == 1 else 'colour'} image, "
+                                       f"but the model was learned on {'grayscale' if channels == 1 else 'colour'}")
+    if (out_dir / "reconstruct.json").exists() and not overwrite:
+        raise click.ClickException(f"{out_dir} already holds a reconstruction: pass --overwrite or choose "
+                                   "another --out")
+    device = torch.device(_usable_device(device))
+    boundary = "valid" if learned.periodic else "zero"  # how learn scored the data
+    mean = state["mean"].float().view(1, -1, 1, 1)
+    x = torch.stack([preprocess(image, size) for image in raw]) - mean
+    try:
+        model.check_size(x.shape, boundary)
+    except ValueError as err:
+        raise click.ClickException(f"--image-size {size}: {err}") from None
+    model, x = model.to(device), x.to(device)
+    sigma = learned.sigma
+    recon = auto_encode(model, x, sigma, boundary)
+    errors = reconstruction_error(x, recon).cpu()
+    panels = [x.cpu(), recon.cpu()]
+    if with_mode:
+        with click.progressbar(length=steps, label="descending to the modes", show_eta=True,
+                               item_show_func=lambda r: r) as bar:
+            modes, residuals, taken = descend_to_mode(
+                model, x, sigma, boundary, max_steps=steps,
+                progress=lambda step, worst: bar.update(1, f"largest residual {worst:.1e}"))
+        panels.append(modes.cpu())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"model": str(model_path), "sigma": sigma, "image_size": size, "images": []}
+    for i, path in enumerate(paths):
+        row = torch.stack([p[i] for p in panels]) + mean
+        save_png(contact_sheet(row.clamp(0, 255), columns=len(panels)), out_dir / f"{i:04d}.png")
+        entry = {"file": str(path), "output": f"{i:04d}.png", "reconstruction_error": round(errors[i].item(), 5)}
+        line = f"{path}: reconstruction error {errors[i].item():.4f}"
+        if with_mode:
+            entry.update(mode_residual=float(residuals[i]), mode_error=round(
+                reconstruction_error(x[i:i + 1], modes[i:i + 1]).item(), 5))
+            line += (f", mode {entry['mode_error']:.4f} from the image, residual "
+                     f"||I - sigma^2 B|| / ||I|| {residuals[i].item():.1e}")
+        report["images"].append(entry)
+        click.echo(line)
+    report["mean_reconstruction_error"] = round(errors.mean().item(), 5)
+    if with_mode:
+        report["descent_steps"] = taken
+    text = json.dumps(report, indent=1) + "\n"
+    atomic_save(lambda tmp: Path(tmp).write_text(text), out_dir / "reconstruct.json")
+    click.echo(f"mean reconstruction error {errors.mean().item():.4f} over {len(paths)} images; "
+               f"image | reconstruction{' | mode' if with_mode else ''} in {out_dir}")
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--chains", type=click.IntRange(1, 1 << 24), default=16, show_default=True,
               help="Number of chains (samples).")
 @click.option("--steps", type=click.IntRange(0, 10**7), default=300, show_default=True,
