@@ -208,3 +208,25 @@ def test_learn_scores_its_samples_into_eval_json(tmp_path):
         assert figures[name]["patch_swd"] > 0
     assert figures["real_crops"]["patch_swd"] < figures["white_noise"]["patch_swd"]
     assert "eval: patch_swd" in result.output
+
+
+def test_learn_from_a_folder_by_contrastive_divergence(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        _texture(folder / f"{i}.png", size=48 + 4 * i)
+    (folder / "notes.txt").write_text("not an image: skipped")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", str(folder), "--out", str(out), "--cd", "1", "--zero-padding",
+                                       "--image-size", "40", "--iterations", "3", "--layers", "2"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["layer"] == 2 and "reconstruction_error" in r for r in records)
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert state["config"]["cd_steps"] == 1 and state["chains"].shape == (3, 3, 40, 40)
+    assert len(list((out / "samples").iterdir())) == 3 and (out / "grid.png").exists()
+    assert not (out / "eval.json").exists() and "single training image" in result.output
+
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["learn", str(tmp_path / "empty"), "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 1 and "without PNG or JPEG" in result.output

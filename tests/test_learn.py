@@ -101,3 +101,22 @@ def test_the_learner_records_the_precision_it_runs_in():
     assert learner.config.precision == resolve_precision("auto", "cpu") == learner.bank.precision
     assert learner.state_dict()["config"]["precision"] in ("float32", "bfloat16")
     assert Learner(_observed(), LearnConfig(**TINY, precision="float32")).bank.precision == "float32"
+
+
+def test_contrastive_divergence_restarts_from_the_data_and_lowers_the_reconstruction_error():
+    observed = torch.cat([_observed(0), _observed(1), _observed(2)])
+    config = LearnConfig(**{**TINY, "iterations": 25, "layers": 2}, cd_steps=1, periodic=False)
+    learner = Learner(observed, config)
+    assert learner.model.depth == 2 and learner.total_iterations == 25  # all layers at once
+    assert len(learner.bank) == 3  # one chain per training image
+    records = list(learner.run())
+    assert len(records) == 25 and all(r["layer"] == 2 for r in records)
+    # The untrained net reconstructs almost nothing (B is tiny); CD learns to auto-encode the data.
+    assert records[0]["reconstruction_error"] > 0.95
+    assert records[-1]["reconstruction_error"] < 0.8
+    # The chains took one step from the data at every iteration, with fresh noise each time.
+    assert learner.langevin_steps_done == 25
+    moved = (learner.chains - learner.observed).flatten(1).norm(dim=1) / learner.observed.flatten(1).norm(dim=1)
+    assert (moved < 0.1).all()
+    with pytest.raises(ValueError, match="cd_steps"):
+        Learner(observed, LearnConfig(**TINY, cd_steps=-1))

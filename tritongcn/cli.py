@@ -29,9 +29,9 @@ def main():
 
 
 @main.command()
-@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("image", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder [default: runs/<image name>].")
+              help="Output folder [default: runs/<image or folder name>].")
 @click.option("--image-size", type=click.IntRange(8, 4096), default=DEFAULTS["image_size"], show_default=True,
               help="Training image: shorter side resized to this, then a centred square crop.")
 @click.option("--sample-size", type=click.IntRange(8, 4096), default=DEFAULTS["sample_size"],
@@ -61,10 +61,16 @@ def main():
               show_default=True, help="Precision of the sampler's convolutions (the chains stay float32); "
                                       "auto: bfloat16 on CPUs with native bfloat16 (AMX, AVX512-BF16), "
                                       "else float32.")
+@click.option("--cd", "cd_steps", type=click.IntRange(0, 10000), default=DEFAULTS["cd_steps"],
+              show_default=True, help="k-step contrastive divergence: chains restart from the training "
+                                      "images at every iteration and take k Langevin steps, all layers are "
+                                      "learned at once, --iterations in all (0: maximum likelihood with "
+                                      "persistent chains, layers grown one at a time).")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_size, sigma, iterations,
-          layers, lr, seed, periodic, device, precision, overwrite):
-    """Learn a texture model from IMAGE and write samples, a grid, metrics and the model to --out."""
+          layers, lr, seed, periodic, device, precision, cd_steps, overwrite):
+    """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE) and write samples, a grid, metrics,
+    the first layer's filters and the model to --out."""
     import torch
 
     from .distributed import finish, gather_objects, init_world
@@ -77,20 +83,26 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
         raise click.ClickException(f"{out_dir} already holds a run (model.pt): pass --overwrite or "
                                    "choose another --out")
     try:
-        raw = load_image(image)
+        paths = _image_paths([image]) if image.is_dir() else [image]
+        if not paths:
+            raise InputError(f"{image}: a folder without PNG or JPEG images")
+        raws = [load_image(path) for path in paths]
     except InputError as err:
         raise click.ClickException(str(err)) from None
-    geometry = GenerativeConvNet.texture(raw.shape[2], depth=layers)
+    if len({raw.shape[2] for raw in raws}) > 1:
+        raise click.ClickException(f"{image}: mixes grayscale and colour images; convert them to one kind")
+    geometry = GenerativeConvNet.texture(raws[0].shape[2], depth=layers)
     field = geometry.receptive_field()
-    if min(raw.shape[:2]) < field:
-        raise click.ClickException(
-            f"{image}: {raw.shape[1]}x{raw.shape[0]} pixels is smaller than the net's receptive field "
-            f"({field}x{field} for {layers} layers); use a larger image or fewer --layers")
+    for path, raw in zip(paths, raws):
+        if min(raw.shape[:2]) < field:
+            raise click.ClickException(
+                f"{path}: {raw.shape[1]}x{raw.shape[0]} pixels is smaller than the net's receptive field "
+                f"({field}x{field} for {layers} layers); use a larger image or fewer --layers")
     for name, size in (("--image-size", image_size), ("--sample-size", sample_size)):
         if size < field:
             raise click.ClickException(f"{name} {size} is smaller than the receptive field ({field} px)")
     stride = geometry.total_stride()
-    if periodic and sample_size % stride:
+    if periodic and sample_size % stride and not cd_steps:
         raise click.BadParameter(f"{sample_size} is not a multiple of the net's total stride {stride}, "
                                  f"which periodic samples need (try {sample_size // stride * stride})",
                                  param_hint="--sample-size")
@@ -99,11 +111,11 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
     config = LearnConfig(image_size=image_size, sample_size=sample_size, chains=chains,
                          langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
                          iterations=iterations, layers=layers, lr=lr, seed=seed, periodic=periodic,
-                         device=device, precision=precision)
-    training = preprocess(raw, image_size)
+                         device=device, precision=precision, cd_steps=cd_steps)
+    images = torch.stack([preprocess(raw, image_size) for raw in raws])
     world = init_world(torch.device(device))
     try:
-        learner = Learner.from_images(training.unsqueeze(0), config, world=world)
+        learner = Learner.from_images(images, config, world=world)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
 
@@ -123,8 +135,9 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
             records.append(record)
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
+            recon = f" recon {record['reconstruction_error']:.3f}" if "reconstruction_error" in record else ""
             bar.update(1, f"layer {record['layer']}/{layers} it {record['iteration']}/{iterations} "
-                          f"gap {record['gap']:+.3g} {record['seconds']:.0f}s")
+                          f"gap {record['gap']:+.3g}{recon} {record['seconds']:.0f}s")
     # The chains of every process, in bank order, for the outputs the first process writes.
     samples = torch.cat(gather_objects(learner.samples(), world))
     state = learner.state_dict()
@@ -132,8 +145,11 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
     finish(world)
     if not world.is_main:
         return
-    _write_outputs(out_dir, learner.config.seed, state, training, samples, records)
-    _evaluate_run(out_dir, training, samples)
+    _write_outputs(out_dir, learner.config.seed, state, images, samples, records)
+    if len(images) == 1:
+        _evaluate_run(out_dir, images[0], samples)
+    else:
+        click.echo("no eval.json: its texture figures compare samples with a single training image")
     elapsed = time.perf_counter() - start
     click.echo(f"done in {elapsed:.0f}s: {out_dir}/grid.png, {out_dir}/samples/, {out_dir}/model.pt")
 
@@ -180,22 +196,27 @@ def _checked(records):
         raise click.ClickException(str(err)) from None
 
 
-def _write_outputs(out_dir, seed, state, training, samples, records) -> None:
+def _write_outputs(out_dir, seed, state, images, samples, records) -> None:
+    """`images` (M, C, H, W): the training images as learned from, in [0, 255]."""
+    import numpy as np
     import torch
 
-    from .io import draw_learning_curve, filter_sheet, make_grid, save_checkpoint, save_png
+    from .io import contact_sheet, draw_learning_curve, filter_sheet, make_grid, save_checkpoint, save_png
 
     sample_dir = out_dir / "samples"
     sample_dir.mkdir(exist_ok=True)
     for i, sample in enumerate(samples):
         save_png(sample, sample_dir / f"{i:04d}.png")
     real_crops = None
-    if samples.shape[-1] <= min(training.shape[-2:]):
+    if samples.shape[-1] <= min(images.shape[-2:]):
         from .evaluate import random_crops
 
         # Real crops at the samples' size, so the eye compares like with like.
-        real_crops = random_crops(training.unsqueeze(0), samples.shape[-1], len(samples),
-                                  torch.Generator().manual_seed(seed))
+        real_crops = random_crops(images, samples.shape[-1], len(samples), torch.Generator().manual_seed(seed))
+    training = images[0]
+    if len(images) > 1:  # all the training images in one panel
+        sheet = np.asarray(contact_sheet(images, gap=2), dtype=np.float32)
+        training = torch.from_numpy(sheet.reshape(sheet.shape[0], sheet.shape[1], -1)).permute(2, 0, 1)
     save_png(make_grid(training, samples, real_crops), out_dir / "grid.png")
     draw_learning_curve(records, out_dir / "learning_curve.png")
     save_png(filter_sheet(state["model"]["convs.0.weight"]), out_dir / "filters.png")

@@ -16,7 +16,7 @@ class LearnConfig:
     langevin_steps: int = 10  # L, Langevin steps per weight update (release: 10)
     step_size: float = 0.3  # Langevin eps on the [0, 255] pixel scale (release: 0.3)
     sigma: float = 1.0  # reference Gaussian's standard deviation (release: 1)
-    iterations: int = 300  # weight updates per grown layer
+    iterations: int = 300  # weight updates per grown layer (with cd_steps: in all)
     layers: int = 3  # layers of the texture net grown one at a time
     lr: float = 0.001  # learning rate (release SGD: 0.0008 to 0.001); biases use twice this
     lr_final: float = 1.0  # lr at the end of each layer's iterations, as a fraction of lr (cosine); 1: constant
@@ -26,6 +26,9 @@ class LearnConfig:
     weight_decay: float = 1e-4  # release: 1e-4
     clip: float = 20.0  # rescale each parameter's gradient so its largest entry is at most this
     seed: int = 0  # weights' initialisation and Langevin noise
+    # 0: maximum likelihood with persistent chains (Algorithm 1). k > 0: k-step contrastive divergence, the
+    # chains restart from the observed images at every iteration and all layers are learned at once.
+    cd_steps: int = 0
     device: str = "cpu"
     backend: str = "auto"  # kernel backend for the sampler (see tritongcn.kernels)
     precision: str = "auto"  # the sampler's convolutions, one of PRECISION_CHOICES (chains stay float32)
@@ -44,6 +47,8 @@ class LearnConfig:
             raise ValueError(f"lr_final must be in (0, 1], got {self.lr_final}")
         if self.precision not in PRECISION_CHOICES:
             raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
+        if int(self.cd_steps) < 0:
+            raise ValueError(f"cd_steps must be >= 0, got {self.cd_steps}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):

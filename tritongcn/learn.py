@@ -12,6 +12,7 @@ import time
 import torch
 
 from .config import LearnConfig
+from .autoencoder import reconstruct, reconstruction_error
 from .model import GenerativeConvNet, resolve_precision
 from .chains import ChainBank
 from .distributed import World, all_reduce_sum
@@ -61,26 +62,31 @@ class Learner:
             model = GenerativeConvNet.texture(channels, generator=torch.Generator().manual_seed(config.seed))
             if config.layers > len(model.layers):
                 raise ValueError(f"the texture net has {len(model.layers)} layers, asked for {config.layers}")
-            model.depth = 1
+            # Maximum likelihood grows the layers one at a time; contrastive divergence learns them at once.
+            model.depth = config.layers if config.cd_steps else 1
         self.model = model.to(self.device)
         self.project_filters()
         self.optimizer = self._make_optimizer()
         # Periodic chains have no border, so the data are scored by their interior only ("valid"): both
         # sides then measure the same thing, the responses of filters that see nothing but texture.
-        self.chain_boundary = "periodic" if config.periodic else "zero"
         self.data_boundary = "valid" if config.periodic else "zero"
+        # Contrastive divergence chains start from the data, so they are scored as the data are.
+        self.chain_boundary = self.data_boundary if config.cd_steps else ("periodic" if config.periodic else "zero")
         self._check_geometry()
         # Under torchrun each process holds a shard of the chains; the weight gradient is summed over them.
         self.world = world or World()
-        first, count = self.world.shard(config.chains)
+        total = len(self.observed) if config.cd_steps else config.chains  # CD: one chain per image
+        first, count = self.world.shard(total)
         if count < 1:
-            raise ValueError(f"{config.chains} chains cannot be split between {self.world.size} processes")
-        self.share = count / config.chains  # this shard's weight in the mean over all chains
-        # Chains start at 0, the mean image (the data are mean-subtracted).
-        self.bank = ChainBank(self.model, count, (channels, config.sample_size, config.sample_size),
-                              boundary=self.chain_boundary, step_size=config.step_size, sigma=config.sigma,
-                              seed=config.seed, backend=config.backend, device=self.device,
-                              first_chain=first, total_chains=config.chains, precision=config.precision)
+            raise ValueError(f"{total} chains cannot be split between {self.world.size} processes")
+        self.share = count / total  # this shard's weight in the mean over all chains
+        self.restart = self.observed[first:first + count] if config.cd_steps else None
+        # ML chains start at 0, the mean image (the data are mean-subtracted); CD chains at the data.
+        shape = self.observed.shape[1:] if config.cd_steps else (channels, config.sample_size, config.sample_size)
+        self.bank = ChainBank(self.model, count, shape, boundary=self.chain_boundary, step_size=config.step_size,
+                              sigma=config.sigma, seed=config.seed, backend=config.backend, device=self.device,
+                              first_chain=first, total_chains=total, precision=config.precision,
+                              images=self.restart)
         self.layer = self.model.depth  # layer being grown, 1-based
         self.iteration = 0  # iterations done in the current layer
         self.seconds = 0.0  # time spent in iterations so far
@@ -112,8 +118,9 @@ class Learner:
         try:
             self.model.check_size(self.observed.shape, self.data_boundary)
             c = self.config
-            chains = (c.chains, self.observed.shape[1], c.sample_size, c.sample_size)
-            self.model.check_size(chains, self.chain_boundary)
+            if not c.cd_steps:
+                chains = (c.chains, self.observed.shape[1], c.sample_size, c.sample_size)
+                self.model.check_size(chains, self.chain_boundary)
         finally:
             self.model.depth = depth
 
@@ -157,13 +164,20 @@ class Learner:
 
     @property
     def total_iterations(self) -> int:
-        return self.config.iterations * self.config.layers
+        return self.config.iterations * (1 if self.config.cd_steps else self.config.layers)
 
     def step(self) -> dict:
         """One iteration: L Langevin steps on the chains, then one weight update."""
         c = self.config
         start = time.perf_counter()
-        self.bank.advance(c.langevin_steps)
+        record = {}
+        if c.cd_steps:
+            # How well the current weights auto-encode the data (Proposition 3: CD lowers this).
+            error = reconstruction_error(self.restart, reconstruct(self.model, self.restart, c.sigma,
+                                                                   self.data_boundary))
+            record["reconstruction_error"] = round(error.mean().item(), 5)
+            self.bank.x.copy_(self.restart)  # the step counters run on, so no noise is drawn twice
+        self.bank.advance(c.cd_steps or c.langevin_steps)
 
         self.optimizer.zero_grad(set_to_none=True)
         active_obs, active_syn = [], []  # share of active units per layer: where the images sit in the
@@ -193,7 +207,7 @@ class Learner:
         self.seconds += time.perf_counter() - start
         return {"layer": self.layer, "iteration": self.iteration, "f_obs": f_obs.item(),
                 "f_syn": f_syn.item(), "gap": (f_obs - f_syn).item(), "grad_norm": grad_norm,
-                "active_obs": active_obs, "active_syn": active_syn, "seconds": round(self.seconds, 3)}
+                "active_obs": active_obs, "active_syn": active_syn, **record, "seconds": round(self.seconds, 3)}
 
     def run(self):
         """Yield one metrics dict per iteration until every layer is grown and refined."""
