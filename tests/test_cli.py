@@ -230,3 +230,32 @@ def test_learn_from_a_folder_by_contrastive_divergence(tmp_path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(main, ["learn", str(tmp_path / "empty"), "--out", str(tmp_path / "o2")])
     assert result.exit_code == 1 and "without PNG or JPEG" in result.output
+
+
+def test_learn_and_sample_the_object_model_on_aligned_images(tmp_path):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[-1:1:25j, -1:1:25j]
+    for i in range(4):
+        face = 200 * np.exp(-3 * (xx**2 + yy**2)) + rng.normal(0, 10, (25, 25))
+        Image.fromarray(np.clip(face, 0, 255).astype(np.uint8), "L").save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", str(folder), "--model", "object", "--out", str(out),
+                                       "--iterations", "2", "--chains", "2", "--langevin-steps", "2"])
+    assert result.exit_code == 0, result.output
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert state["model_config"]["top"] == "fc" and state["model_config"]["image_size"] == 25
+    assert state["config"]["model"] == "object" and state["chains"].shape == (2, 1, 25, 25)
+    with Image.open(out / "samples" / "0000.png") as im:
+        assert im.size == (25, 25)
+
+    samples = tmp_path / "samples"
+    result = CliRunner().invoke(main, ["sample", str(out / "model.pt"), "--chains", "3", "--steps", "2",
+                                       "--out", str(samples)])
+    assert result.exit_code == 0, result.output
+    with Image.open(samples / "samples" / "00000.png") as im:
+        assert im.size == (25, 25)
+    result = CliRunner().invoke(main, ["sample", str(out / "model.pt"), "--size", "30", "--out",
+                                       str(tmp_path / "s2")])
+    assert result.exit_code == 1 and "25 px" in result.output

@@ -120,3 +120,21 @@ def test_contrastive_divergence_restarts_from_the_data_and_lowers_the_reconstruc
     assert (moved < 0.1).all()
     with pytest.raises(ValueError, match="cd_steps"):
         Learner(observed, LearnConfig(**TINY, cd_steps=-1))
+
+
+def test_the_object_model_grows_its_layers_and_top_filters_on_aligned_images():
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 25), torch.linspace(-1, 1, 25), indexing="ij")
+    blob = 200 * torch.exp(-(xx**2 + yy**2) * 3)  # aligned "objects": a centred blob with noise
+    observed = (blob + 10 * torch.randn(6, 1, 25, 25, generator=g)).clamp(0, 255)
+    learner = Learner.from_images(observed, LearnConfig(**{**TINY, "layers": 3}, model="object"))
+    assert learner.model.top == "fc" and learner.chains.shape == (2, 1, 25, 25)  # chains the images' size
+    assert learner.chain_boundary == learner.data_boundary == "zero"
+    fc_before = [w.detach().clone() for w in learner.model.fc_weights]
+    records = list(learner.run())
+    assert [r["layer"] for r in records] == [1] * 3 + [2] * 3 + [3] * 3
+    # Each depth learned its own top filter.
+    assert all(not torch.equal(a, b) for a, b in zip(fc_before, learner.model.fc_weights))
+    assert learner.state_dict()["model_config"]["top"] == "fc"
+    with pytest.raises(ValueError, match="square"):
+        Learner(torch.zeros(2, 1, 25, 27), LearnConfig(**TINY, model="object"))

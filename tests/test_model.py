@@ -157,3 +157,42 @@ def test_auto_precision_is_bfloat16_only_for_the_torch_kernels_on_a_cpu_with_nat
     from tritongcn import langevin
     torch.testing.assert_close(langevin(net, x, 2, 0.3, 1.0), langevin(net, x, 2, 0.3, 1.0, precision=resolved),
                                rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("boundary", ["zero", "valid"])
+def test_object_model_scores_with_one_filter_over_the_whole_map(boundary):
+    net = GenerativeConvNet(2, [LayerSpec(5, 5, 2), LayerSpec(4, 3)], init_std=0.3, top="fc", image_size=17,
+                            generator=torch.Generator().manual_seed(0)).double()
+    with torch.no_grad():
+        for p in list(net.fc_biases) + [conv.bias for conv in net.convs]:
+            p.normal_(0.0, 0.5)
+    x = torch.randn(3, 2, 17, 17, dtype=torch.float64, requires_grad=True)
+    for depth in (1, 2):
+        net.depth = depth
+        h = x
+        for conv in net.active_convs():
+            h = torch.relu(torch.nn.functional.conv2d(h, conv.weight, conv.bias, conv.stride))
+        # f = <W_depth, h> + b_depth: linear on top of the ReLU maps, one top filter per depth.
+        expected = (h * net.fc_weights[depth - 1]).sum(dim=(1, 2, 3)) + net.fc_biases[depth - 1]
+        torch.testing.assert_close(net.score(x, boundary), expected)
+        (auto,) = torch.autograd.grad(expected.sum(), x)
+        torch.testing.assert_close(net.grad_input(x.detach(), boundary=boundary), auto)
+        assert {id(p) for p in net.active_parameters()} == {
+            id(p) for p in [*(q for c in net.active_convs() for q in c.parameters()),
+                            net.fc_weights[depth - 1], net.fc_biases[depth - 1]]}
+    rebuilt = GenerativeConvNet.from_config(net.config())
+    assert rebuilt.top == "fc" and rebuilt.image_size == 17
+    assert [tuple(w.shape) for w in rebuilt.fc_weights] == [(5, 7, 7), (4, 5, 5)]
+    with pytest.raises(ValueError, match="top filter"):
+        net.score(torch.zeros(1, 2, 19, 19, dtype=torch.float64))
+    with pytest.raises(ValueError, match="top filter"):
+        net.grad_input(torch.zeros(1, 2, 18, 18, dtype=torch.float64), boundary="periodic")
+
+
+def test_object_net_is_the_papers():
+    net = GenerativeConvNet.object(1, 25)
+    assert [(s.out_channels, s.kernel_size, s.stride, s.padding) for s in net.layers] == [
+        (100, 7, 2, 0), (64, 5, 1, 0), (20, 3, 1, 0)]
+    assert [tuple(w.shape) for w in net.fc_weights] == [(100, 10, 10), (64, 6, 6), (20, 4, 4)]
+    with pytest.raises(ValueError, match="image_size"):
+        GenerativeConvNet(1, [LayerSpec(2, 3)], top="fc")

@@ -32,10 +32,16 @@ def main():
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder [default: runs/<image or folder name>].")
-@click.option("--image-size", type=click.IntRange(8, 4096), default=DEFAULTS["image_size"], show_default=True,
-              help="Training image: shorter side resized to this, then a centred square crop.")
+@click.option("--model", "model_kind", type=click.Choice(["texture", "object"]), default=DEFAULTS["model"],
+              show_default=True, help="texture: f sums the top layer's responses, samples of any size; "
+                                      "object: the paper's object net (100 x 7x7 stride 2, 64 x 5x5, "
+                                      "20 x 3x3) with one top filter over the whole map, for a folder of "
+                                      "aligned images; samples are the images' size, with zero padding.")
+@click.option("--image-size", type=click.IntRange(8, 4096), default=None,
+              help="Training images: shorter side resized to this, then a centred square crop [default: "
+                   f"{DEFAULTS['image_size']} for textures; the images' smallest side for objects].")
 @click.option("--sample-size", type=click.IntRange(8, 4096), default=DEFAULTS["sample_size"],
-              show_default=True, help="Side of the synthesized images.")
+              show_default=True, help="Side of the synthesized images (textures).")
 @click.option("--chains", type=click.IntRange(1, 1 << 20), default=DEFAULTS["chains"], show_default=True,
               help="Persistent Langevin chains (samples).")
 @click.option("--langevin-steps", type=click.IntRange(1, 10000), default=DEFAULTS["langevin_steps"],
@@ -67,8 +73,8 @@ def main():
                                       "learned at once, --iterations in all (0: maximum likelihood with "
                                       "persistent chains, layers grown one at a time).")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
-def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_size, sigma, iterations,
-          layers, lr, seed, periodic, device, precision, cd_steps, overwrite):
+def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_steps, step_size, sigma,
+          iterations, layers, lr, seed, periodic, device, precision, cd_steps, overwrite):
     """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE) and write samples, a grid, metrics,
     the first layer's filters and the model to --out."""
     import torch
@@ -76,7 +82,7 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
     from .distributed import finish, gather_objects, init_world
     from .io import InputError, load_image, preprocess
     from .learn import Learner
-    from .model import GenerativeConvNet
+    from .model import OBJECT_LAYERS, TEXTURE_LAYERS, GenerativeConvNet
 
     out_dir = out_dir or Path("runs") / image.stem
     if (out_dir / "model.pt").exists() and not overwrite:
@@ -91,27 +97,31 @@ def learn(image, out_dir, image_size, sample_size, chains, langevin_steps, step_
         raise click.ClickException(str(err)) from None
     if len({raw.shape[2] for raw in raws}) > 1:
         raise click.ClickException(f"{image}: mixes grayscale and colour images; convert them to one kind")
-    geometry = GenerativeConvNet.texture(raws[0].shape[2], depth=layers)
+    is_object = model_kind == "object"
+    if image_size is None:
+        image_size = min(min(raw.shape[:2]) for raw in raws) if is_object else DEFAULTS["image_size"]
+    geometry = GenerativeConvNet(raws[0].shape[2], OBJECT_LAYERS if is_object else TEXTURE_LAYERS, depth=layers)
     field = geometry.receptive_field()
     for path, raw in zip(paths, raws):
         if min(raw.shape[:2]) < field:
             raise click.ClickException(
                 f"{path}: {raw.shape[1]}x{raw.shape[0]} pixels is smaller than the net's receptive field "
                 f"({field}x{field} for {layers} layers); use a larger image or fewer --layers")
-    for name, size in (("--image-size", image_size), ("--sample-size", sample_size)):
+    for name, size in (("--image-size", image_size), ("--sample-size", image_size if is_object else sample_size)):
         if size < field:
             raise click.ClickException(f"{name} {size} is smaller than the receptive field ({field} px)")
     stride = geometry.total_stride()
-    if periodic and sample_size % stride and not cd_steps:
+    if periodic and sample_size % stride and not (cd_steps or is_object):
         raise click.BadParameter(f"{sample_size} is not a multiple of the net's total stride {stride}, "
                                  f"which periodic samples need (try {sample_size // stride * stride})",
                                  param_hint="--sample-size")
     device = _usable_device(device)
 
-    config = LearnConfig(image_size=image_size, sample_size=sample_size, chains=chains,
-                         langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
-                         iterations=iterations, layers=layers, lr=lr, seed=seed, periodic=periodic,
-                         device=device, precision=precision, cd_steps=cd_steps)
+    config = LearnConfig(image_size=image_size, sample_size=image_size if is_object else sample_size,
+                         chains=chains, langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
+                         iterations=iterations, layers=layers, lr=lr, seed=seed,
+                         periodic=periodic and not is_object, device=device, precision=precision,
+                         cd_steps=cd_steps, model=model_kind)
     images = torch.stack([preprocess(raw, image_size) for raw in raws])
     world = init_world(torch.device(device))
     try:
@@ -213,6 +223,11 @@ def _write_outputs(out_dir, seed, state, images, samples, records) -> None:
 
         # Real crops at the samples' size, so the eye compares like with like.
         real_crops = random_crops(images, samples.shape[-1], len(samples), torch.Generator().manual_seed(seed))
+    zoom = max(1, 96 // samples.shape[-1])  # small images (aligned faces) enlarged, pixels kept sharp
+    if zoom > 1:
+        def enlarge(t):
+            return None if t is None else t.repeat_interleave(zoom, dim=-2).repeat_interleave(zoom, dim=-1)
+        images, samples, real_crops = enlarge(images), enlarge(samples), enlarge(real_crops)
     training = images[0]
     if len(images) > 1:  # all the training images in one panel
         sheet = np.asarray(contact_sheet(images, gap=2), dtype=np.float32)
@@ -463,6 +478,11 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
     learned = LearnConfig.from_dict(state["config"])
     model = GenerativeConvNet.from_config(state["model_config"])
     model.load_state_dict(state["model"])
+    if model.top == "fc":  # the object model: aligned images of the size its top filter covers
+        if (size and size != model.image_size) or periodic:
+            raise click.ClickException(f"the object model samples {model.image_size} px images with zero "
+                                       "padding only (drop --size and --periodic)")
+        size, periodic = model.image_size, False
     periodic = learned.periodic if periodic is None else periodic
     boundary = "periodic" if periodic else "zero"
     step_size = step_size or learned.step_size

@@ -29,6 +29,7 @@ class LearnConfig:
     # 0: maximum likelihood with persistent chains (Algorithm 1). k > 0: k-step contrastive divergence, the
     # chains restart from the observed images at every iteration and all layers are learned at once.
     cd_steps: int = 0
+    model: str = "texture"  # "texture": f sums the top responses; "object": one top filter over the whole map
     device: str = "cpu"
     backend: str = "auto"  # kernel backend for the sampler (see tritongcn.kernels)
     precision: str = "auto"  # the sampler's convolutions, one of PRECISION_CHOICES (chains stay float32)
@@ -47,6 +48,8 @@ class LearnConfig:
             raise ValueError(f"lr_final must be in (0, 1], got {self.lr_final}")
         if self.precision not in PRECISION_CHOICES:
             raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
+        if self.model not in ("texture", "object"):
+            raise ValueError(f"model must be 'texture' or 'object', got {self.model!r}")
         if int(self.cd_steps) < 0:
             raise ValueError(f"cd_steps must be >= 0, got {self.cd_steps}")
         if self.optimizer not in ("sgd", "adam"):

@@ -20,7 +20,7 @@ from .distributed import World, all_reduce_sum
 
 def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str = "zero", activity=None
                        ) -> torch.Tensor:
-    """Mean over images of f / (number of top-layer positions).
+    """Mean over images of f / (number of top-layer positions); of f itself for the object model.
 
     The texture score is a sum over positions, so dividing by their number makes observed and
     synthesized images of different sizes comparable. Every layer's gradient is thus divided by the top
@@ -32,8 +32,10 @@ def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str 
     for top in model.relu_responses(x, boundary):
         if activity is not None:
             activity.append(round((top > 0).float().mean().item(), 4))
+    if model.top == "fc":  # one number per image already: the top filter covers the whole map
+        return model.top_score(top).mean()
     _, _, h, w = top.shape
-    return top.sum(dim=(1, 2, 3)).mean() / (h * w)
+    return model.top_score(top).mean() / (h * w)
 
 
 class Learner:
@@ -59,9 +61,15 @@ class Learner:
             raise ValueError("observed images hold NaN or infinite values")
         channels = self.observed.shape[1]
         if model is None:
-            model = GenerativeConvNet.texture(channels, generator=torch.Generator().manual_seed(config.seed))
+            generator = torch.Generator().manual_seed(config.seed)
+            if config.model == "object":  # its top filter covers the whole map of the training images
+                if self.observed.shape[-1] != self.observed.shape[-2]:
+                    raise ValueError("the object model learns from square images")
+                model = GenerativeConvNet.object(channels, self.observed.shape[-1], generator=generator)
+            else:
+                model = GenerativeConvNet.texture(channels, generator=generator)
             if config.layers > len(model.layers):
-                raise ValueError(f"the texture net has {len(model.layers)} layers, asked for {config.layers}")
+                raise ValueError(f"the {config.model} net has {len(model.layers)} layers, asked for {config.layers}")
             # Maximum likelihood grows the layers one at a time; contrastive divergence learns them at once.
             model.depth = config.layers if config.cd_steps else 1
         self.model = model.to(self.device)
@@ -69,20 +77,24 @@ class Learner:
         self.optimizer = self._make_optimizer()
         # Periodic chains have no border, so the data are scored by their interior only ("valid"): both
         # sides then measure the same thing, the responses of filters that see nothing but texture.
-        self.data_boundary = "valid" if config.periodic else "zero"
+        # Object images are aligned, not periodic: the object net has no padding and sees them whole.
+        periodic = config.periodic and self.model.top == "sum"
+        self.data_boundary = "valid" if periodic else "zero"
         # Contrastive divergence chains start from the data, so they are scored as the data are.
-        self.chain_boundary = self.data_boundary if config.cd_steps else ("periodic" if config.periodic else "zero")
+        self.chain_boundary = self.data_boundary if config.cd_steps else ("periodic" if periodic else "zero")
         self._check_geometry()
         # Under torchrun each process holds a shard of the chains; the weight gradient is summed over them.
         self.world = world or World()
         total = len(self.observed) if config.cd_steps else config.chains  # CD: one chain per image
+        # Chains are the size of the samples; of the data for CD and for the object model's top filter.
+        same_as_data = config.cd_steps or self.model.top == "fc"
         first, count = self.world.shard(total)
         if count < 1:
             raise ValueError(f"{total} chains cannot be split between {self.world.size} processes")
         self.share = count / total  # this shard's weight in the mean over all chains
         self.restart = self.observed[first:first + count] if config.cd_steps else None
         # ML chains start at 0, the mean image (the data are mean-subtracted); CD chains at the data.
-        shape = self.observed.shape[1:] if config.cd_steps else (channels, config.sample_size, config.sample_size)
+        shape = self.observed.shape[1:] if same_as_data else (channels, config.sample_size, config.sample_size)
         self.bank = ChainBank(self.model, count, shape, boundary=self.chain_boundary, step_size=config.step_size,
                               sigma=config.sigma, seed=config.seed, backend=config.backend, device=self.device,
                               first_chain=first, total_chains=total, precision=config.precision,
@@ -118,7 +130,7 @@ class Learner:
         try:
             self.model.check_size(self.observed.shape, self.data_boundary)
             c = self.config
-            if not c.cd_steps:
+            if not c.cd_steps and self.model.top == "sum":
                 chains = (c.chains, self.observed.shape[1], c.sample_size, c.sample_size)
                 self.model.check_size(chains, self.chain_boundary)
         finally:
@@ -126,8 +138,8 @@ class Learner:
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
-        weights = [conv.weight for conv in self.model.convs]
-        biases = [conv.bias for conv in self.model.convs]
+        weights = [conv.weight for conv in self.model.convs] + list(self.model.fc_weights)
+        biases = [conv.bias for conv in self.model.convs] + list(self.model.fc_biases)
         # The release: weight decay on weights only, biases at twice the learning rate.
         groups = [{"params": weights, "lr": c.lr, "weight_decay": c.weight_decay},
                   {"params": biases, "lr": 2 * c.lr, "weight_decay": 0.0}]
@@ -190,7 +202,7 @@ class Learner:
         # Gradient ascent on the log-likelihood = descent on f_syn - f_obs. Each process weighs its shard's
         # f_syn by its share and f_obs by 1 / processes, so the summed gradient is the whole bank's.
         (self.share * f_syn - f_obs / self.world.size).backward()
-        params = [p for conv in self.model.active_convs() for p in conv.parameters()]
+        params = self.model.active_parameters()
         scores = torch.stack([self.share * f_syn.detach(), f_obs.detach() / self.world.size])
         all_reduce_sum([p.grad for p in params] + [scores], self.world)
         f_syn, f_obs = scores[0], scores[1]

@@ -33,7 +33,14 @@ TEXTURE_LAYERS = (
     LayerSpec(64, 5, stride=1, padding=2),
     LayerSpec(30, 3, stride=1, padding=2),
 )
+# The paper's object net (Experiment 2), topped by one fully connected filter over the whole map.
+OBJECT_LAYERS = (
+    LayerSpec(100, 7, stride=2),
+    LayerSpec(64, 5),
+    LayerSpec(20, 3),
+)
 BOUNDARIES = ("zero", "valid", "periodic")
+TOPS = ("sum", "fc")
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -91,10 +98,13 @@ def torus_padding(spec: LayerSpec) -> tuple:
 
 
 class GenerativeConvNet(nn.Module):
-    """A ReLU ConvNet score f(I) for the texture model: the sum of all top-layer responses.
+    """A ReLU ConvNet score f(I). `top="sum"` is the texture model: f is the sum of all top-layer
+    responses, for images of any size. `top="fc"` is the object model: f = <W, h> + b, one linear filter
+    W covering the whole top map h, which fixes the image size (`image_size`, the side of square images).
 
     The first `depth` layers are in use (layers are grown one at a time while learning); the rest keep
-    their initial weights until they are switched on.
+    their initial weights until they are switched on. The object model keeps one top filter per depth,
+    each sized for the map of its layer, so growing a layer switches to a fresh top filter.
 
     `boundary` says what a layer sees beyond the image's edge (`score`, `energy`, `grad_input`):
     - "zero": the layer specs' zero padding (the release);
@@ -107,10 +117,16 @@ class GenerativeConvNet(nn.Module):
     """
 
     def __init__(self, in_channels: int, layers: Sequence[LayerSpec], depth: int | None = None,
-                 init_std: float = RELEASE_INIT_STD, generator: torch.Generator | None = None):
+                 init_std: float = RELEASE_INIT_STD, generator: torch.Generator | None = None,
+                 top: str = "sum", image_size: int | None = None):
         super().__init__()
         if in_channels < 1 or not layers:
             raise ValueError("a GenerativeConvNet needs at least one input channel and one layer")
+        if top not in TOPS:
+            raise ValueError(f"top must be one of {', '.join(TOPS)}, got {top!r}")
+        if top == "fc" and not image_size:
+            raise ValueError("the object model (top='fc') needs the image_size its top filter covers")
+        self.top, self.image_size = top, int(image_size) if top == "fc" else None
         self.in_channels = in_channels
         self.layers = tuple(LayerSpec(**l) if isinstance(l, dict) else l for l in layers)
         self.convs = nn.ModuleList()
@@ -121,6 +137,18 @@ class GenerativeConvNet(nn.Module):
             nn.init.zeros_(conv.bias)
             self.convs.append(conv)
             channels = spec.out_channels
+        self.fc_weights, self.fc_biases = nn.ParameterList(), nn.ParameterList()
+        if top == "fc":
+            shape = (1, in_channels, self.image_size, self.image_size)
+            for spec, conv in zip(self.layers, self.convs):
+                shape = conv_output_shape(shape, conv.weight.shape, spec.stride, spec.padding)
+                if min(shape[-2:]) < 1:
+                    raise ValueError(f"{self.image_size} px images leave no map for layer "
+                                     f"{len(self.fc_weights) + 1}")
+                weight = torch.empty(shape[1:])
+                nn.init.normal_(weight, 0.0, init_std, generator=generator)
+                self.fc_weights.append(nn.Parameter(weight))
+                self.fc_biases.append(nn.Parameter(torch.zeros(())))
         self.depth = len(self.layers) if depth is None else depth
 
     @classmethod
@@ -128,6 +156,13 @@ class GenerativeConvNet(nn.Module):
                 generator: torch.Generator | None = None) -> "GenerativeConvNet":
         """The paper's texture net: 100 x 15x15 stride 3, 64 x 5x5, 30 x 3x3, release padding and init."""
         return cls(in_channels, TEXTURE_LAYERS, depth, generator=generator)
+
+    @classmethod
+    def object(cls, in_channels: int, image_size: int, depth: int | None = None,
+               generator: torch.Generator | None = None) -> "GenerativeConvNet":
+        """The paper's object net: 100 x 7x7 stride 2, 64 x 5x5, 20 x 3x3 (no padding), then one fully
+        connected filter over the whole map of images of `image_size` px."""
+        return cls(in_channels, OBJECT_LAYERS, depth, generator=generator, top="fc", image_size=image_size)
 
     @property
     def depth(self) -> int:
@@ -142,17 +177,32 @@ class GenerativeConvNet(nn.Module):
     def config(self) -> dict:
         """What it takes to rebuild this net (weights aside): plain types only, safe to store."""
         return {"in_channels": self.in_channels, "layers": [asdict(l) for l in self.layers],
-                "depth": self.depth}
+                "depth": self.depth, "top": self.top, "image_size": self.image_size}
 
     @classmethod
     def from_config(cls, config: dict) -> "GenerativeConvNet":
-        return cls(config["in_channels"], [LayerSpec(**l) for l in config["layers"]], config["depth"])
+        return cls(config["in_channels"], [LayerSpec(**l) for l in config["layers"]], config["depth"],
+                   top=config.get("top", "sum"), image_size=config.get("image_size"))
 
     def extra_repr(self) -> str:
-        return f"depth={self.depth}"
+        return f"depth={self.depth}, top={self.top}" + (f", image_size={self.image_size}" if self.image_size else "")
 
     def active_convs(self):
         return list(self.convs)[: self.depth]
+
+    def active_parameters(self) -> list:
+        """The parameters f depends on at this depth: the active layers' and, for the object model, the
+        top filter of this depth."""
+        params = [p for conv in self.active_convs() for p in conv.parameters()]
+        if self.top == "fc":
+            params += [self.fc_weights[self.depth - 1], self.fc_biases[self.depth - 1]]
+        return params
+
+    def top_score(self, top: torch.Tensor) -> torch.Tensor:
+        """f per image from the top active layer's ReLU output."""
+        if self.top == "fc":
+            return (top * self.fc_weights[self.depth - 1]).sum(dim=(1, 2, 3)) + self.fc_biases[self.depth - 1]
+        return top.sum(dim=(1, 2, 3))
 
     def receptive_field(self, depth: int | None = None) -> int:
         """Side in pixels of the input window one top-layer unit sees."""
@@ -187,6 +237,12 @@ class GenerativeConvNet(nn.Module):
         elif boundary == "valid" and min(shape[-2:]) < self.receptive_field():
             raise ValueError(f"a {shape[-2]}x{shape[-1]} image has no unit whose window fits inside it "
                              f"(receptive field {self.receptive_field()} px)")
+        if self.top == "fc":
+            fc_shape = tuple(self.fc_weights[self.depth - 1].shape)
+            if boundary == "periodic" or tuple(self.layer_shapes(shape, boundary)[-1][1:]) != fc_shape:
+                raise ValueError(f"the object model's top filter covers the map of {self.image_size}x"
+                                 f"{self.image_size} images: got {shape[-2]}x{shape[-1]} images with "
+                                 f"boundary {boundary!r}")
 
     def layer_shapes(self, input_shape, boundary: str = "zero") -> list:
         """Output shape (N, K, Ho, Wo) of each active layer for an input of `input_shape`."""
@@ -216,7 +272,7 @@ class GenerativeConvNet(nn.Module):
         """f(I) per image, shape (N,): differentiable by autograd (used for the weight gradient)."""
         for top in self.relu_responses(x, boundary):  # keep only the current layer's output alive
             pass
-        return top.sum(dim=(1, 2, 3))
+        return self.top_score(top)
 
     @torch.no_grad()
     def active_fraction(self, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
@@ -262,7 +318,9 @@ class GenerativeConvNet(nn.Module):
                 h, mask = conv_relu_mask(h, w, b, spec.stride, pad, need_output=i < len(layers) - 1,
                                          periodic=periodic, backend=backend)
             masks.append(mask)
-        g = None  # df/d(top responses) is all ones for the texture score
+        g = None  # df/d(top responses) is all ones for the texture score, the top filter for objects
+        if self.top == "fc":
+            g = self.fc_weights[self.depth - 1].to(dtype).expand(out_shapes[-1]).contiguous()
         for i in reversed(range(len(layers))):
             (spec, _), (w, _), shape = layers[i], weights[i], input_shapes[i]
             periodic, pad = self._padding(spec, boundary)
