@@ -88,14 +88,15 @@ def main():
     print(f"{'chains':>6} {'size':>5} " + " ".join(f"{name:>24}" for name in names))
     for n in args.chains:
         for size in args.sizes:
-            x = torch.randn(n, 3, size, size, device=device, generator=torch.Generator().manual_seed(1)
-                            ).to(device) * 50
+            x = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device) * 50
             rates = {}
             for name, run in variants(model, args.steps, precisions, not args.no_compile).items():
                 try:
                     rates[name] = n * args.steps / median_seconds(lambda: run(x), device, args.repeats)
                 except Exception as err:  # torch.compile needs a C++ compiler; report, do not stop
                     print(f"  {name} failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+            if "autograd" not in rates:
+                continue
             base = rates["autograd"]
             print(f"{n:>6} {size:>5} " + " ".join(
                 f"{rates[name]:>15.1f} ({rates[name] / base:4.2f}x)" if name in rates else f"{'-':>24}"

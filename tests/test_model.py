@@ -196,3 +196,10 @@ def test_object_net_is_the_papers():
     assert [tuple(w.shape) for w in net.fc_weights] == [(100, 10, 10), (64, 6, 6), (20, 4, 4)]
     with pytest.raises(ValueError, match="image_size"):
         GenerativeConvNet(1, [LayerSpec(2, 3)], top="fc")
+
+
+def test_an_object_net_of_fewer_layers_fits_smaller_images():
+    with pytest.raises(ValueError, match="no map for layer 3"):
+        GenerativeConvNet.object(1, 15)
+    net = GenerativeConvNet.object(1, 15, layers=2)
+    assert len(net.layers) == 2 and [tuple(w.shape) for w in net.fc_weights] == [(100, 5, 5), (64, 1, 1)]

@@ -44,3 +44,9 @@ def test_profile_command_reads_a_learned_model(model_path):
                                        "1", "--boundary", "periodic", "--no-compare"])
     assert result.exit_code == 0, result.output
     assert "autograd loop" not in result.output and str(model_path) in result.output
+
+
+def test_profile_refuses_bfloat16_on_the_triton_interpreter_in_one_line():
+    result = CliRunner().invoke(main, ["profile", "--backend", "triton", "--precision", "bfloat16",
+                                       "--chains", "1", "--size", "30", "--steps", "1", "--no-compare"])
+    assert result.exit_code == 1 and "interpreter" in result.output and "Traceback" not in result.output

@@ -36,3 +36,26 @@ def test_reconstruct_refuses_bad_input_in_one_line(model_path, tmp_path):
         assert result.exit_code == 1 and message in result.output, result.output
         assert "Traceback" not in result.output
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_reconstruct_uses_the_layers_the_model_learned(tmp_path):
+    # A two-layer run: the third layer keeps its random initial weights and must stay off.
+    from test_cli import TINY
+    image = _texture(tmp_path / "tex.png")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(run), *TINY, "--layers", "2"])
+    assert result.exit_code == 0, result.output
+    import torch
+    from tritongcn import GenerativeConvNet
+    from tritongcn.autoencoder import reconstruct, reconstruction_error
+    from tritongcn.io import load_image, preprocess
+    state = torch.load(run / "model.pt", weights_only=True)
+    net = GenerativeConvNet.from_config(state["model_config"])
+    net.load_state_dict(state["model"])
+    assert net.depth == 2
+    x = preprocess(load_image(image), 40).unsqueeze(0) - state["mean"].view(1, -1, 1, 1)
+    expected = reconstruction_error(x, reconstruct(net, x, 1.0, "valid")).item()
+    result = CliRunner().invoke(main, ["reconstruct", str(run / "model.pt"), str(image), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "reconstruct.json").read_text())
+    assert abs(report["images"][0]["reconstruction_error"] - expected) < 1e-4

@@ -17,9 +17,11 @@ def reconstruct(model, x: torch.Tensor, sigma: float, boundary: str = "zero") ->
 
 
 def reconstruction_error(x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    """||x - reconstruction|| / ||x|| per image: 1 for a model that reconstructs nothing (B = 0)."""
+    """||x - reconstruction|| / ||x|| per image: 1 for a model that reconstructs nothing (B = 0); NaN for
+    an all-zero image (the mean colour itself), which has no scale to compare with."""
     residual = (x - reconstruction).flatten(1).norm(dim=1)
-    return residual / x.flatten(1).norm(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
+    norm = x.flatten(1).norm(dim=1)
+    return torch.where(norm > 0, residual / norm.clamp_min(torch.finfo(x.dtype).tiny), float("nan"))
 
 
 @torch.no_grad()
@@ -31,7 +33,8 @@ def descend_to_mode(model, x: torch.Tensor, sigma: float, boundary: str = "zero"
     σ² B_δ; once the bits stop changing the iteration converges geometrically to a point with
     I = σ² B(δ(I)). A rate below 1 damps the jumps between pieces that a pure fixed-point iteration
     (rate 1) can cycle through. Stops when every image's relative residual ||I - σ² B(δ(I))|| / ||I|| is
-    below `tol`. `progress(step, largest residual)`, if given, is called after each step. Returns
+    below `tol`. `progress(steps taken, largest residual before the last step)`, if given, is called after
+each step. Returns
     (modes, residuals, steps taken).
     """
     if not 0 < rate <= 1:
@@ -40,7 +43,7 @@ def descend_to_mode(model, x: torch.Tensor, sigma: float, boundary: str = "zero"
     for step in range(max_steps + 1):
         target = reconstruct(model, current, sigma, boundary)
         residual = reconstruction_error(current, target)
-        if bool((residual < tol).all()) or step == max_steps:
+        if bool((residual.nan_to_num(0.0) < tol).all()) or step == max_steps:
             return current, residual, step
         current.mul_(1 - rate).add_(target, alpha=rate)
         if progress is not None:

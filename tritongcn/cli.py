@@ -68,10 +68,11 @@ def main():
                                       "auto: bfloat16 on CPUs with native bfloat16 (AMX, AVX512-BF16), "
                                       "else float32.")
 @click.option("--cd", "cd_steps", type=click.IntRange(0, 10000), default=DEFAULTS["cd_steps"],
-              show_default=True, help="k-step contrastive divergence: chains restart from the training "
-                                      "images at every iteration and take k Langevin steps, all layers are "
-                                      "learned at once, --iterations in all (0: maximum likelihood with "
-                                      "persistent chains, layers grown one at a time).")
+              show_default=True, help="k-step contrastive divergence: one chain per training image, restarted "
+                                      "from it at every iteration for k Langevin steps (--chains, "
+                                      "--langevin-steps and --sample-size do not apply), all layers learned "
+                                      "at once, --iterations in all (0: maximum likelihood with persistent "
+                                      "chains, layers grown one at a time).")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_steps, step_size, sigma,
           iterations, layers, lr, seed, periodic, device, precision, cd_steps, overwrite):
@@ -328,6 +329,12 @@ def _bytes(ctx, param, value):
 CHAINS_FORMAT = "tritongcn.chains"
 
 
+def _finite(value):
+    """A float for JSON: rounded, and None where it is NaN or infinite (JSON has neither)."""
+    value = float(value)
+    return round(value, 5) if math.isfinite(value) else None
+
+
 @main.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -354,6 +361,7 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
     from .autoencoder import descend_to_mode, reconstruction_error
     from .autoencoder import reconstruct as auto_encode
     from .config import LearnConfig
+    from .learn import data_boundary
     from .io import InputError, atomic_save, contact_sheet, load_checkpoint, load_image, preprocess, save_png
     from .model import GenerativeConvNet
 
@@ -369,7 +377,6 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
         raise click.ClickException(str(err)) from None
     model = GenerativeConvNet.from_config(state["model_config"])
     model.load_state_dict(state["model"])
-    model.depth = len(model.layers)
     channels = model.in_channels
     for path, image in zip(paths, raw):
         if image.shape[2] != channels:
@@ -379,7 +386,7 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
         raise click.ClickException(f"{out_dir} already holds a reconstruction: pass --overwrite or choose "
                                    "another --out")
     device = torch.device(_usable_device(device))
-    boundary = "valid" if learned.periodic else "zero"  # how learn scored the data
+    boundary = data_boundary(learned, model)  # how learn scored the data
     mean = state["mean"].float().view(1, -1, 1, 1)
     x = torch.stack([preprocess(image, size) for image in raw]) - mean
     try:
@@ -403,16 +410,17 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
     for i, path in enumerate(paths):
         row = torch.stack([p[i] for p in panels]) + mean
         save_png(contact_sheet(row.clamp(0, 255), columns=len(panels)), out_dir / f"{i:04d}.png")
-        entry = {"file": str(path), "output": f"{i:04d}.png", "reconstruction_error": round(errors[i].item(), 5)}
+        # An image equal to the mean colour has no norm to compare with: its error is null (NaN).
+        entry = {"file": str(path), "output": f"{i:04d}.png", "reconstruction_error": _finite(errors[i])}
         line = f"{path}: reconstruction error {errors[i].item():.4f}"
         if with_mode:
-            entry.update(mode_residual=float(residuals[i]), mode_error=round(
-                reconstruction_error(x[i:i + 1], modes[i:i + 1]).item(), 5))
-            line += (f", mode {entry['mode_error']:.4f} from the image, residual "
+            mode_error = reconstruction_error(x[i:i + 1], modes[i:i + 1])[0]
+            entry.update(mode_residual=_finite(residuals[i]), mode_error=_finite(mode_error))
+            line += (f", mode {mode_error.item():.4f} from the image, residual "
                      f"||I - sigma^2 B|| / ||I|| {residuals[i].item():.1e}")
         report["images"].append(entry)
         click.echo(line)
-    report["mean_reconstruction_error"] = round(errors.mean().item(), 5)
+    report["mean_reconstruction_error"] = _finite(errors.nanmean())
     if with_mode:
         report["descent_steps"] = taken
     text = json.dumps(report, indent=1) + "\n"
@@ -677,7 +685,10 @@ def profile(model_path, chains, size, steps, boundary, backend, precision, devic
         raise click.BadParameter(f"periodic chains need a multiple of {model.total_stride()}", param_hint="--size")
     x = torch.randn(chains, model.in_channels, size, size, device=device,
                     generator=torch.Generator(device=device).manual_seed(0)) * 30
-    precision = resolve_precision(precision, device, backend)
+    try:
+        precision = resolve_precision(precision, device, backend)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
     gflops_peak, gbs_peak = peak_probes(torch.device(device), precision)
     try:
         report = profile_steps(model, x, steps, boundary=boundary, backend=backend, precision=precision,

@@ -13,7 +13,7 @@ import torch
 
 from .config import LearnConfig
 from .autoencoder import reconstruct, reconstruction_error
-from .model import GenerativeConvNet, resolve_precision
+from .model import OBJECT_LAYERS, GenerativeConvNet, resolve_precision
 from .chains import ChainBank
 from .distributed import World, all_reduce_sum
 
@@ -36,6 +36,13 @@ def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str 
         return model.top_score(top).mean()
     _, _, h, w = top.shape
     return model.top_score(top).mean() / (h * w)
+
+
+def data_boundary(config: LearnConfig, model: GenerativeConvNet) -> str:
+    """How the training images are scored: by their interior ("valid") when texture chains live on the
+    torus, so both sides see nothing but texture; with zero padding otherwise. Object images are aligned,
+    not periodic: the object net has no padding and sees them whole."""
+    return "valid" if config.periodic and model.top == "sum" else "zero"
 
 
 class Learner:
@@ -65,7 +72,8 @@ class Learner:
             if config.model == "object":  # its top filter covers the whole map of the training images
                 if self.observed.shape[-1] != self.observed.shape[-2]:
                     raise ValueError("the object model learns from square images")
-                model = GenerativeConvNet.object(channels, self.observed.shape[-1], generator=generator)
+                model = GenerativeConvNet.object(channels, self.observed.shape[-1], generator=generator,
+                                                 layers=min(config.layers, len(OBJECT_LAYERS)))
             else:
                 model = GenerativeConvNet.texture(channels, generator=generator)
             if config.layers > len(model.layers):
@@ -77,10 +85,9 @@ class Learner:
         self.optimizer = self._make_optimizer()
         # Periodic chains have no border, so the data are scored by their interior only ("valid"): both
         # sides then measure the same thing, the responses of filters that see nothing but texture.
-        # Object images are aligned, not periodic: the object net has no padding and sees them whole.
-        periodic = config.periodic and self.model.top == "sum"
-        self.data_boundary = "valid" if periodic else "zero"
+        self.data_boundary = data_boundary(config, self.model)
         # Contrastive divergence chains start from the data, so they are scored as the data are.
+        periodic = self.data_boundary == "valid"
         self.chain_boundary = self.data_boundary if config.cd_steps else ("periodic" if periodic else "zero")
         self._check_geometry()
         # Under torchrun each process holds a shard of the chains; the weight gradient is summed over them.
@@ -90,7 +97,8 @@ class Learner:
         same_as_data = config.cd_steps or self.model.top == "fc"
         first, count = self.world.shard(total)
         if count < 1:
-            raise ValueError(f"{total} chains cannot be split between {self.world.size} processes")
+            what = "training images (one chain each with cd_steps)" if config.cd_steps else "chains"
+            raise ValueError(f"{total} {what} cannot be split between {self.world.size} processes")
         self.share = count / total  # this shard's weight in the mean over all chains
         self.restart = self.observed[first:first + count] if config.cd_steps else None
         # ML chains start at 0, the mean image (the data are mean-subtracted); CD chains at the data.
@@ -187,7 +195,9 @@ class Learner:
             # How well the current weights auto-encode the data (Proposition 3: CD lowers this).
             error = reconstruction_error(self.restart, reconstruct(self.model, self.restart, c.sigma,
                                                                    self.data_boundary))
-            record["reconstruction_error"] = round(error.mean().item(), 5)
+            totals = torch.stack([error.nansum(), torch.tensor(float(len(error)), device=error.device)])
+            all_reduce_sum([totals], self.world)  # the mean over every process's images
+            record["reconstruction_error"] = round((totals[0] / totals[1]).item(), 5)
             self.bank.x.copy_(self.restart)  # the step counters run on, so no noise is drawn twice
         self.bank.advance(c.cd_steps or c.langevin_steps)
 

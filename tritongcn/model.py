@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import PRECISION_CHOICES
 from .kernels import conv_output_shape, conv_relu_mask, masked_conv_transpose, resolve_backend
 from .kernels.torus import torus_padding as kernel_torus_padding
 from .kernels.torus import wrap_pad
@@ -86,7 +85,7 @@ def resolve_precision(precision: str, device, backend: str = "auto") -> str:
 def compute_dtype(precision: str) -> torch.dtype:
     """The torch dtype of a sampler precision name ("float32" or "bfloat16"; resolve "auto" first)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} here, got {precision!r}")
     return PRECISIONS[precision]
 # The release initialises weights N(0, 0.01^2) on images in [0, 255], biases at 0.
 RELEASE_INIT_STD = 0.01
@@ -159,10 +158,12 @@ class GenerativeConvNet(nn.Module):
 
     @classmethod
     def object(cls, in_channels: int, image_size: int, depth: int | None = None,
-               generator: torch.Generator | None = None) -> "GenerativeConvNet":
+               generator: torch.Generator | None = None, layers: int = len(OBJECT_LAYERS)) -> "GenerativeConvNet":
         """The paper's object net: 100 x 7x7 stride 2, 64 x 5x5, 20 x 3x3 (no padding), then one fully
-        connected filter over the whole map of images of `image_size` px."""
-        return cls(in_channels, OBJECT_LAYERS, depth, generator=generator, top="fc", image_size=image_size)
+        connected filter over the whole map of images of `image_size` px. `layers` < 3 builds the first
+        ones only, so images too small for the third layer's map can still learn the first two."""
+        return cls(in_channels, OBJECT_LAYERS[:layers], depth, generator=generator, top="fc",
+                   image_size=image_size)
 
     @property
     def depth(self) -> int:
