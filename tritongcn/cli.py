@@ -329,6 +329,20 @@ def _bytes(ctx, param, value):
 CHAINS_FORMAT = "tritongcn.chains"
 
 
+def _load_model(model_path: Path):
+    """(checkpoint dict, GenerativeConvNet with its weights) of a model file, or a one-line error."""
+    from .io import InputError, load_checkpoint
+    from .model import GenerativeConvNet
+
+    try:
+        state = load_checkpoint(model_path)
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
+    model = GenerativeConvNet.from_config(state["model_config"])
+    model.load_state_dict(state["model"])
+    return state, model
+
+
 def _finite(value):
     """A float for JSON: rounded, and None where it is NaN or infinite (JSON has neither)."""
     value = float(value)
@@ -362,12 +376,11 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
     from .autoencoder import reconstruct as auto_encode
     from .config import LearnConfig
     from .learn import data_boundary
-    from .io import InputError, atomic_save, contact_sheet, load_checkpoint, load_image, preprocess, save_png
-    from .model import GenerativeConvNet
+    from .io import InputError, atomic_save, contact_sheet, load_image, preprocess, save_png
 
+    state, model = _load_model(model_path)
+    learned = LearnConfig.from_dict(state["config"])
     try:
-        state = load_checkpoint(model_path)
-        learned = LearnConfig.from_dict(state["config"])
         paths = _image_paths(images)
         if not paths:
             raise InputError("no PNG or JPEG images in " + ", ".join(str(p) for p in images))
@@ -375,8 +388,6 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
         raw = [load_image(p) for p in paths]
     except InputError as err:
         raise click.ClickException(str(err)) from None
-    model = GenerativeConvNet.from_config(state["model_config"])
-    model.load_state_dict(state["model"])
     channels = model.in_channels
     for path, image in zip(paths, raw):
         if image.shape[2] != channels:
@@ -476,16 +487,9 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
     from .chains import ChainBank
     from .config import LearnConfig
     from .distributed import finish, init_world
-    from .io import InputError, load_checkpoint
-    from .model import GenerativeConvNet
 
-    try:
-        state = load_checkpoint(model_path)
-    except InputError as err:
-        raise click.ClickException(str(err)) from None
+    state, model = _load_model(model_path)
     learned = LearnConfig.from_dict(state["config"])
-    model = GenerativeConvNet.from_config(state["model_config"])
-    model.load_state_dict(state["model"])
     if model.top == "fc":  # the object model: aligned images of the size its top filter covers
         if (size and size != model.image_size) or periodic:
             raise click.ClickException(f"the object model samples {model.image_size} px images with zero "
@@ -661,7 +665,6 @@ def profile(model_path, chains, size, steps, boundary, backend, precision, devic
     """
     import torch
 
-    from .io import InputError, load_checkpoint
     from .profile import peak_probes, profile_steps
     from .model import GenerativeConvNet, resolve_precision
 
@@ -673,12 +676,7 @@ def profile(model_path, chains, size, steps, boundary, backend, precision, devic
                 conv.bias.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
         source = "texture net, random weights"
     else:
-        try:
-            state = load_checkpoint(model_path)
-        except InputError as err:
-            raise click.ClickException(str(err)) from None
-        model = GenerativeConvNet.from_config(state["model_config"])
-        model.load_state_dict(state["model"])
+        _, model = _load_model(model_path)
         source = str(model_path)
     model = model.to(device)
     if boundary == "periodic" and size % model.total_stride():
