@@ -233,7 +233,8 @@ def _write_outputs(out_dir, seed, state, images, samples, records) -> None:
     if len(images) > 1:  # all the training images in one panel
         sheet = np.asarray(contact_sheet(images, gap=2), dtype=np.float32)
         training = torch.from_numpy(sheet.reshape(sheet.shape[0], sheet.shape[1], -1)).permute(2, 0, 1)
-    save_png(make_grid(training, samples, real_crops), out_dir / "grid.png")
+    title = "training image" if len(images) == 1 else f"{len(images)} training images"
+    save_png(make_grid(training, samples, real_crops, training_title=title), out_dir / "grid.png")
     draw_learning_curve(records, out_dir / "learning_curve.png")
     save_png(filter_sheet(state["model"]["convs.0.weight"]), out_dir / "filters.png")
     save_checkpoint(state, out_dir / "model.pt")

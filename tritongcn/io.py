@@ -106,7 +106,7 @@ def _font(size: int):
 
 
 def make_grid(training: torch.Tensor, samples: torch.Tensor, real_crops: torch.Tensor | None = None,
-              gap: int = 8) -> Image.Image:
+              gap: int = 8, training_title: str = "training image") -> Image.Image:
     """The training image, then the samples in a near-square grid and, if given, as many real crops of
     the training image at the samples' size in a grid beside them, each with a caption."""
     n, c, h, w = samples.shape
@@ -123,7 +123,7 @@ def make_grid(training: torch.Tensor, samples: torch.Tensor, real_crops: torch.T
     grid = Image.new("L" if c == 1 else "RGB", (width, height), 255 if c == 1 else (255, 255, 255))
     draw = ImageDraw.Draw(grid)
     font, ink = _font(14), 0 if c == 1 else (0, 0, 0)
-    draw.text((gap, 4), "training image", fill=ink, font=font)
+    draw.text((gap, 4), training_title, fill=ink, font=font)
     grid.paste(train, (gap, caption))
     x0 = gap + train.width + 2 * gap
     for title, images in panels:
