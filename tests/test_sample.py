@@ -41,6 +41,12 @@ def test_resume_continues_exactly(model_path, tmp_path):
     assert result.exit_code == 0, result.output
     assert torch.equal(_chains(split)["x"], _chains(straight)["x"])
     assert _chains(split)["steps"].tolist() == [6, 6, 6]
+    # A resumed bank keeps the precision it ran in, and says so when asked for another.
+    ran_in = _chains(split)["precision"]
+    other = "float32" if ran_in == "bfloat16" else "bfloat16"
+    result = _sample(model_path, split, "--chains", "3", "--steps", "7", "--resume", "--precision", other)
+    assert result.exit_code == 0 and f"resuming in {ran_in}" in result.output
+    assert _chains(split)["precision"] == ran_in
 
 
 def test_save_every_leaves_chains_to_resume_from(model_path, tmp_path):

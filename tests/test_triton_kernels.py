@@ -165,6 +165,22 @@ def test_grad_input_agrees_with_the_torch_backend_on_a_three_layer_net(boundary)
     torch.testing.assert_close(ours, expected, atol=1e-5 * expected.abs().max().item(), rtol=1e-4)
 
 
+def test_grad_input_of_the_object_model_agrees_with_the_torch_backend():
+    # The top filter's weights arrive as the gradient g of the top layer (HAS_G), not all ones.
+    net = GenerativeConvNet(2, [LayerSpec(6, 5, 2), LayerSpec(4, 3)], init_std=0.3, top="fc", image_size=15,
+                            generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for conv in net.convs:
+            conv.bias.normal_(0.0, 0.5)
+    x = torch.randn(3, 2, 15, 15) * 2
+    for depth in (1, 2):
+        net.depth = depth
+        expected = net.grad_input(x, backend="torch")
+        assert expected.abs().max() > 0
+        torch.testing.assert_close(net.grad_input(x, backend=TRITON), expected,
+                                   atol=1e-5 * expected.abs().max().item(), rtol=1e-4)
+
+
 def test_langevin_agrees_with_the_torch_backend_given_the_same_noise():
     net = GenerativeConvNet(3, SMALL_TEXTURE_NET, init_std=0.1, generator=torch.Generator().manual_seed(1))
     x0 = torch.randn(3, 3, 14, 13) * 4

@@ -523,6 +523,9 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
     try:
         if resume:
             bank = _load_bank(state_path, model, chains, shape, memory_budget, backend, device)
+            if precision != "auto" and precision != bank.precision:
+                click.echo(f"resuming in {bank.precision}, the precision the chains ran in (not {precision}), "
+                           "so they continue exactly")
         else:
             bank = ChainBank(model, count, shape, boundary=boundary, step_size=step_size, sigma=learned.sigma,
                              seed=seed, init=init, memory_budget=memory_budget, backend=backend, device=device,
