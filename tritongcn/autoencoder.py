@@ -33,9 +33,8 @@ def descend_to_mode(model, x: torch.Tensor, sigma: float, boundary: str = "zero"
     σ² B_δ; once the bits stop changing the iteration converges geometrically to a point with
     I = σ² B(δ(I)). A rate below 1 damps the jumps between pieces that a pure fixed-point iteration
     (rate 1) can cycle through. Stops when every image's relative residual ||I - σ² B(δ(I))|| / ||I|| is
-    below `tol`. `progress(steps taken, largest residual before the last step)`, if given, is called after
-each step. Returns
-    (modes, residuals, steps taken).
+    below `tol`. `progress(steps taken, largest residual before the last step)`, if given, is called
+    after each step. Returns (modes, residuals, steps taken).
     """
     if not 0 < rate <= 1:
         raise ValueError(f"rate must be in (0, 1], got {rate}")

@@ -186,14 +186,13 @@ def _usable_device(device: str) -> str:
 def _evaluate_run(out_dir, training, samples) -> None:
     """Score the final samples against the training image into eval.json (see `tritongcn eval`)."""
     from .evaluate import SMALLEST_CROP, evaluate, largest_crop, portilla_simoncelli_available
-    from .io import atomic_save
+    from .io import save_json
 
     if largest_crop(training.shape, samples.shape) < SMALLEST_CROP:
         click.echo(f"no eval.json: samples or training image too small for {SMALLEST_CROP} px crops")
         return
     result = evaluate(training, samples.round(), use_ps=portilla_simoncelli_available())
-    text = json.dumps(result, indent=2) + "\n"
-    atomic_save(lambda tmp: Path(tmp).write_text(text), out_dir / "eval.json")
+    save_json(result, out_dir / "eval.json", indent=2)
     figures = ", ".join(f"{k} {result['samples'][k]:.3f} (real crops {result['real_crops'][k]:.3f}, "
                         f"random-phase noise {result['random_phase'][k]:.3f})" for k in result["samples"])
     click.echo(f"eval: {figures}")
@@ -377,7 +376,7 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
     from .autoencoder import reconstruct as auto_encode
     from .config import LearnConfig
     from .learn import data_boundary
-    from .io import InputError, atomic_save, contact_sheet, load_image, preprocess, save_png
+    from .io import InputError, contact_sheet, load_image, preprocess, save_json, save_png
 
     state, model = _load_model(model_path)
     learned = LearnConfig.from_dict(state["config"])
@@ -417,6 +416,7 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
                 model, x, sigma, boundary, max_steps=steps,
                 progress=lambda step, worst: bar.update(1, f"largest residual {worst:.1e}"))
         panels.append(modes.cpu())
+        mode_errors = reconstruction_error(x, modes).cpu()
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"model": str(model_path), "sigma": sigma, "image_size": size, "images": []}
     for i, path in enumerate(paths):
@@ -426,18 +426,17 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
         entry = {"file": str(path), "output": f"{i:04d}.png", "reconstruction_error": _finite(errors[i])}
         line = f"{path}: reconstruction error {errors[i].item():.4f}"
         if with_mode:
-            mode_error = reconstruction_error(x[i:i + 1], modes[i:i + 1])[0]
-            entry.update(mode_residual=_finite(residuals[i]), mode_error=_finite(mode_error))
-            line += (f", mode {mode_error.item():.4f} from the image, residual "
+            entry.update(mode_residual=_finite(residuals[i]), mode_error=_finite(mode_errors[i]))
+            line += (f", mode {mode_errors[i].item():.4f} from the image, residual "
                      f"||I - sigma^2 B|| / ||I|| {residuals[i].item():.1e}")
         report["images"].append(entry)
         click.echo(line)
-    report["mean_reconstruction_error"] = _finite(errors.nanmean())
+    mean_error = errors.nanmean()  # images equal to the mean colour (NaN) left out
+    report["mean_reconstruction_error"] = _finite(mean_error)
     if with_mode:
         report["descent_steps"] = taken
-    text = json.dumps(report, indent=1) + "\n"
-    atomic_save(lambda tmp: Path(tmp).write_text(text), out_dir / "reconstruct.json")
-    click.echo(f"mean reconstruction error {errors.mean().item():.4f} over {len(paths)} images; "
+    save_json(report, out_dir / "reconstruct.json", indent=1)
+    click.echo(f"mean reconstruction error {mean_error.item():.4f} over {len(paths)} images; "
                f"image | reconstruction{' | mode' if with_mode else ''} in {out_dir}")
 
 
@@ -607,7 +606,7 @@ def _write_samples(bank, mean, out_dir, world, fmt, chains, frames, elapsed, ste
     import torch
 
     from .distributed import barrier, gather_objects
-    from .io import atomic_save, contact_sheet, save_gif, save_png
+    from .io import atomic_save, contact_sheet, save_gif, save_json, save_png
 
     images = (bank.x.cpu() + mean).clamp(0, 255).round().to(torch.uint8)
     if fmt == "auto":
@@ -640,7 +639,7 @@ def _write_samples(bank, mean, out_dir, world, fmt, chains, frames, elapsed, ste
     report = {"chains": chains, "steps": int(bank.steps.max()), "seconds": round(elapsed, 3),
               "chain_steps_per_s": chains * steps / elapsed if elapsed > 0 and steps else None,
               "processes": world.size, "summary": summary, "per_chain": merged}
-    atomic_save(lambda tmp: Path(tmp).write_text(json.dumps(report) + "\n"), out_dir / "stats.json")
+    save_json(report, out_dir / "stats.json")
     rate = f", {report['chain_steps_per_s']:.0f} chain-steps/s" if report["chain_steps_per_s"] else ""
     click.echo(f"{chains} samples in {out_dir} ({'samples/' if fmt == 'png' else 'samples.npz'}, grid.png"
                f"{', evolution.gif' if frames else ''}, stats.json){rate}; energy mean "

@@ -1,5 +1,6 @@
 """Images in and out, grids, learning curves and checkpoints."""
 
+import json
 import math
 import os
 import tempfile
@@ -96,6 +97,12 @@ def atomic_save(write, path) -> None:
 def save_png(image, path) -> None:
     img = to_pil(image) if isinstance(image, torch.Tensor) else image
     atomic_save(lambda tmp: img.save(tmp, format="PNG"), path)
+
+
+def save_json(data, path, indent: int | None = None) -> None:
+    """Write `data` as JSON, one trailing newline, through `atomic_save`."""
+    text = json.dumps(data, indent=indent) + "\n"
+    atomic_save(lambda tmp: Path(tmp).write_text(text), path)
 
 
 def _font(size: int):

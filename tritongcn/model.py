@@ -87,6 +87,8 @@ def compute_dtype(precision: str) -> torch.dtype:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} here, got {precision!r}")
     return PRECISIONS[precision]
+
+
 # The release initialises weights N(0, 0.01^2) on images in [0, 255], biases at 0.
 RELEASE_INIT_STD = 0.01
 
