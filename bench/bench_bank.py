@@ -25,7 +25,7 @@ from tritongcn import GenerativeConvNet
 from tritongcn.chains import ChainBank, bits_bytes_per_chain
 from tritongcn.profile import autograd_saved_bytes_per_chain
 
-from bench_langevin import _cpu_name
+from bench_langevin import cpu_name
 
 
 def main():
@@ -58,7 +58,7 @@ def main():
     chunk = bank.x[: min(bank.chunk_size, 64)]
     ours = bits_bytes_per_chain(model, chunk.shape[1:], args.boundary)
     autograd = autograd_saved_bytes_per_chain(model, chunk, bank.sigma, args.boundary)
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"{machine}, {torch.get_num_threads()} threads: {args.chains} chains of {args.size} px, {args.steps} "
           f"steps in {seconds:.1f} s = {rate:.0f} chain-steps/s (chunks of {bank.chunk_size}); peak RSS "
           f"{peak_rss / 2**30:.2f} GiB")

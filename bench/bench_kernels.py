@@ -37,7 +37,7 @@ from tritongcn.model import conv_flops
 
 from tritongcn.profile import autograd_langevin, median_seconds
 
-from bench_langevin import _cpu_name
+from bench_langevin import cpu_name
 
 # Dense datasheet peaks (TF32 tensor-core TFLOP/s, fp32 CUDA-core TFLOP/s, DRAM TB/s), by name fragment.
 DATASHEET = {
@@ -166,7 +166,7 @@ def main():
     with torch.no_grad():
         for conv in model.convs:  # biases of both signs, as after learning, so the bits are mixed
             conv.bias.normal_(0.0, 1.0)
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     tflops_probe, gbs_probe = _peak_probes(device, args.smoke)
     sheet = _datasheet(machine) if device.type == "cuda" else None
     tf32 = torch.backends.cudnn.allow_tf32
