@@ -128,6 +128,16 @@ def test_periodic_sample_size_must_fit_the_stride(tmp_path):
         assert im.size == (40, 40)
 
 
+def test_samples_default_to_the_training_images_size(tmp_path):
+    image = _texture(tmp_path / "tex.png")
+    out = tmp_path / "run"
+    args = [a for a in TINY if a not in ("--sample-size", "36")]
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    with Image.open(out / "samples" / "0000.png") as im:
+        assert im.size == (42, 42)  # --image-size 40 rounded up to the texture net's stride 3
+
+
 @pytest.mark.parametrize("option,value", [("--chains", "0"), ("--step-size", "-0.3"), ("--sigma", "nan"),
                                           ("--lr", "0"), ("--iterations", "-1"), ("--sample-size", "0")])
 def test_nonsense_options_are_usage_errors(tmp_path, option, value):

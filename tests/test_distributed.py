@@ -23,9 +23,12 @@ def _torchrun(*args):
 
 def test_two_processes_learn_the_single_process_model(tmp_path):
     image = _texture(tmp_path / "tex.png")
-    one = CliRunner().invoke(main, ["learn", str(image), "--out", str(tmp_path / "one"), *TINY])
+    # float32: the processes run one thread each and this one more, and bfloat16's coarser rounding of
+    # differently ordered sums flips a few ReLU units near zero, which then drift apart over the run.
+    args = [*TINY, "--precision", "float32"]
+    one = CliRunner().invoke(main, ["learn", str(image), "--out", str(tmp_path / "one"), *args])
     assert one.exit_code == 0, one.output
-    _torchrun("learn", str(image), "--out", str(tmp_path / "two"), *TINY)
+    _torchrun("learn", str(image), "--out", str(tmp_path / "two"), *args)
     a = torch.load(tmp_path / "one" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "two" / "model.pt", weights_only=True)
     for name, weight in a["model"].items():

@@ -138,3 +138,32 @@ def test_the_object_model_grows_its_layers_and_top_filters_on_aligned_images():
     assert learner.state_dict()["model_config"]["top"] == "fc"
     with pytest.raises(ValueError, match="square"):
         Learner(torch.zeros(2, 1, 25, 27), LearnConfig(**TINY, model="object"))
+
+
+@pytest.mark.parametrize("image_size,expected", [(40, 42), (39, 39)])
+def test_default_sample_size_is_the_training_images_rounded_up_to_the_stride(image_size, expected):
+    # The texture net strides 3: periodic chains need multiples of it, and the torus is never smaller than
+    # the data, so the chains hold as much texture as the training image does.
+    config = LearnConfig(**{**TINY, "sample_size": 0, "image_size": image_size, "iterations": 1, "layers": 1})
+    observed = _observed()[..., :image_size, :image_size]
+    learner = Learner(observed, config)
+    assert learner.config.sample_size == expected
+    assert tuple(learner.chains.shape) == (2, 3, expected, expected)
+    assert learner.state_dict()["config"]["sample_size"] == expected  # what `sample` draws at later
+
+
+def test_a_layer_gone_silent_on_the_data_is_grown_again_with_half_the_step():
+    learner = Learner(_observed(), LearnConfig(**{**TINY, "iterations": 20}))
+    runs = learner.run()
+    next(runs)
+    next(runs)
+    start = [p.clone() for p in learner.layer_start]
+    with torch.no_grad():  # what a too large step does: every unit of layer 1 off on the data
+        learner.model.convs[0].bias.fill_(-1e6)
+    record = next(runs)
+    assert record["regrown"] == 1 and record["grad_norm"] == 0.0 and record["active_obs"] == [0.0]
+    assert learner.step_scale[:2] == [0.5, 1.0] and record["iteration"] == 3
+    for p, before in zip(learner.model.active_parameters(), start):
+        assert torch.equal(p, before)
+    record = next(runs)  # learning goes on from there
+    assert "regrown" not in record and record["grad_norm"] > 0 and record["active_obs"][0] > 0.1

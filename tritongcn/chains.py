@@ -5,6 +5,8 @@ through the counters of `tritongcn.langevin`: a bank gives the same chains wheth
 batch or in chunks, in one process or sharded over several, in one run or resumed from a saved state.
 """
 
+import warnings
+
 import torch
 
 from .kernels import mask_shape
@@ -51,6 +53,14 @@ def default_memory_budget(device: torch.device) -> int:
     return 2 << 30
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is an allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err)
+    return "out of memory" in text or "can't allocate memory" in text
+
+
 class ChainBank:
     """N chains of shape (C, H, W) for `model`, as one fp32 tensor `x` on `device`.
 
@@ -59,12 +69,15 @@ class ChainBank:
     Chains start at 0 (`init="zero"`, the mean image of mean-subtracted data), from N(0, sigma^2) noise
     (`init="noise"`), or from given images (`images`, mean-subtracted). `precision="bfloat16"` computes
     the input gradient in bfloat16 (the chains stay float32); "auto" picks it on CPUs with native bfloat16.
+    A chunk that runs out of memory is halved and tried again (the chains do not depend on the chunking);
+    `notify(message)` is told once (default: a RuntimeWarning).
     """
 
     def __init__(self, model: GenerativeConvNet, chains: int, shape, *, boundary: str = "periodic",
                  step_size: float = 0.3, sigma: float = 1.0, seed: int = 0, init: str = "zero",
                  images: torch.Tensor | None = None, memory_budget: int | None = None, backend: str = "auto",
-                 device=None, first_chain: int = 0, total_chains: int | None = None, precision: str = "auto"):
+                 device=None, first_chain: int = 0, total_chains: int | None = None, precision: str = "auto",
+                 notify=None):
         if chains < 1:
             raise ValueError(f"a chain bank needs at least one chain, got {chains}")
         if step_size <= 0 or sigma <= 0:
@@ -85,6 +98,8 @@ class ChainBank:
         # Resolved once, so a saved bank resumes in the precision it ran in whatever machine resumes it.
         self.precision = resolve_precision(precision, self.device, backend)
         self.memory_budget = memory_budget or default_memory_budget(self.device)
+        self.chunk_limit = None  # set when a chunk ran out of memory: the largest chunk since
+        self.notify = notify or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
         model.check_size((chains,) + shape, boundary)
         if images is not None:
             if tuple(images.shape) != (chains,) + shape:
@@ -105,7 +120,7 @@ class ChainBank:
     def chunk_size(self) -> int:
         """Chains advanced together: as many as the memory budget holds, at least one."""
         per_chain = bytes_per_chain(self.model, self.x.shape[1:], self.boundary)
-        return max(1, min(len(self), self.memory_budget // per_chain))
+        return max(1, min(len(self), self.memory_budget // per_chain, self.chunk_limit or len(self)))
 
     def _runs(self, chunk: int):
         """(start, end, step) of consecutive chains with equal step counts, at most `chunk` long."""
@@ -125,14 +140,35 @@ class ChainBank:
             raise ValueError(f"steps must be >= 0, got {steps}")
         if steps == 0:
             return
-        for start, end, first_step in self._runs(self.chunk_size):
-            self.x[start:end] = langevin(self.model, self.x[start:end], steps, self.step_size, self.sigma,
-                                         seed=self.seed, backend=self.backend, first_step=first_step,
-                                         boundary=self.boundary, chain_start=self.first_chain + start,
-                                         total_chains=self.total_chains, precision=self.precision)
-            self.steps[start:end] += steps
-            if progress is not None:
-                progress(end - start)
+        for start, end, first_step in self._runs(len(self)):
+            while start < end:
+                stop = min(end, start + self.chunk_size)
+                try:
+                    self.x[start:stop] = langevin(self.model, self.x[start:stop], steps, self.step_size,
+                                                  self.sigma, seed=self.seed, backend=self.backend,
+                                                  first_step=first_step, boundary=self.boundary,
+                                                  chain_start=self.first_chain + start,
+                                                  total_chains=self.total_chains, precision=self.precision)
+                except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
+                    if not _out_of_memory(err):
+                        raise
+                    self._halve_chunk(stop - start, err)  # the chunk's chains are untouched: try again
+                    continue
+                self.steps[start:stop] += steps
+                if progress is not None:
+                    progress(stop - start)
+                start = stop
+
+    def _halve_chunk(self, chunk: int, err: BaseException) -> None:
+        if chunk == 1:
+            raise MemoryError(f"one chain of {tuple(self.x.shape[1:])} does not fit in the memory of "
+                              f"{self.device} ({str(err).splitlines()[0]})") from err
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # what the failed chunk had reserved
+        if self.chunk_limit is None:
+            self.notify(f"out of memory with {chunk} chains at once on {self.device}: halving the chunk "
+                        "until it fits (the samples are the same)")
+        self.chunk_limit = chunk // 2
 
     @torch.no_grad()
     def stats(self) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import PRECISION_CHOICES, LearnConfig
+from .config import PRECISION_CHOICES, LearnConfig, image_sample_size
 
 DEFAULTS = LearnConfig().to_dict()
 
@@ -40,8 +40,9 @@ def main():
 @click.option("--image-size", type=click.IntRange(8, 4096), default=None,
               help="Training images: shorter side resized to this, then a centred square crop [default: "
                    f"{DEFAULTS['image_size']} for textures; the images' smallest side for objects].")
-@click.option("--sample-size", type=click.IntRange(8, 4096), default=DEFAULTS["sample_size"],
-              show_default=True, help="Side of the synthesized images (textures).")
+@click.option("--sample-size", type=click.IntRange(8, 4096), default=None,
+              help="Side of the synthesized images (textures) [default: --image-size, rounded up to a "
+                   "multiple of the net's total stride (225 for 224)].")
 @click.option("--chains", type=click.IntRange(1, 1 << 20), default=DEFAULTS["chains"], show_default=True,
               help="Persistent Langevin chains (samples).")
 @click.option("--langevin-steps", type=click.IntRange(1, 10000), default=DEFAULTS["langevin_steps"],
@@ -73,36 +74,72 @@ def main():
                                       "--langevin-steps and --sample-size do not apply), all layers learned "
                                       "at once, --iterations in all (0: maximum likelihood with persistent "
                                       "chains, layers grown one at a time).")
+@click.option("--checkpoint-every", type=click.IntRange(1, 10**7), default=50, show_default=True,
+              help="Save a resumable checkpoint (--out/checkpoint.pt) every this many iterations.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its checkpoint.pt, "
+                                             "with that run's settings (the options given now are not used).")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_steps, step_size, sigma,
-          iterations, layers, lr, seed, periodic, device, precision, cd_steps, overwrite):
+          iterations, layers, lr, seed, periodic, device, precision, cd_steps, checkpoint_every, resume,
+          overwrite):
     """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE) and write samples, a grid, metrics,
-    the first layer's filters and the model to --out."""
+    the first layer's filters and the model to --out.
+
+    Ctrl-C or SIGTERM saves a checkpoint at the end of the current iteration and exits with 130; run the
+    same command with --resume to continue: on the CPU the result is the one an uninterrupted run gives.
+    """
     import torch
 
     from .distributed import finish, gather_objects, init_world
-    from .io import InputError, load_image, preprocess
+    from .interrupts import INTERRUPTED_EXIT_CODE, stop_requests
+    from .io import InputError, load_checkpoint, load_image, preprocess, save_checkpoint
     from .learn import Learner
     from .model import OBJECT_LAYERS, TEXTURE_LAYERS, GenerativeConvNet
 
     out_dir = out_dir or Path("runs") / image.stem
+    checkpoint_path = out_dir / "checkpoint.pt"
+    if resume and overwrite:
+        raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: pass one")
     if (out_dir / "model.pt").exists() and not overwrite:
-        raise click.ClickException(f"{out_dir} already holds a run (model.pt): pass --overwrite or "
+        raise click.ClickException(f"{out_dir} already holds a finished run (model.pt): pass --overwrite or "
                                    "choose another --out")
+    if checkpoint_path.exists() and not (resume or overwrite):
+        raise click.ClickException(f"{out_dir} holds an interrupted run (checkpoint.pt): pass --resume to "
+                                   "continue it, --overwrite to start again, or choose another --out")
+    saved = None
+    if resume:
+        if not checkpoint_path.exists():
+            raise click.ClickException(f"nothing to resume: {checkpoint_path} does not exist")
+        try:
+            saved = load_checkpoint(checkpoint_path)
+        except InputError as err:
+            raise click.ClickException(str(err)) from None
+        # The interrupted run's settings, so that it ends as it would have.
+        c = LearnConfig.from_dict(saved["config"])
+        model_kind, image_size, sample_size, chains = c.model, c.image_size, c.sample_size, c.chains
+        langevin_steps, step_size, sigma, iterations, layers = c.langevin_steps, c.step_size, c.sigma, \
+            c.iterations, c.layers
+        lr, seed, periodic, precision, cd_steps = c.lr, c.seed, c.periodic, c.precision, c.cd_steps
     try:
         paths = _image_paths([image]) if image.is_dir() else [image]
         if not paths:
             raise InputError(f"{image}: a folder without PNG or JPEG images")
-        raws = [load_image(path) for path in paths]
+        raws = [load_image(path, note=_note) for path in paths]
     except InputError as err:
         raise click.ClickException(str(err)) from None
     if len({raw.shape[2] for raw in raws}) > 1:
         raise click.ClickException(f"{image}: mixes grayscale and colour images; convert them to one kind")
+    for path, raw in zip(paths, raws):
+        if raw.max() == raw.min():
+            raise click.ClickException(f"{path}: every pixel is {raw.flat[0]:g}: a constant image has no "
+                                       "texture to learn")
     is_object = model_kind == "object"
     if image_size is None:
         image_size = min(min(raw.shape[:2]) for raw in raws) if is_object else DEFAULTS["image_size"]
     geometry = GenerativeConvNet(raws[0].shape[2], OBJECT_LAYERS if is_object else TEXTURE_LAYERS, depth=layers)
     field = geometry.receptive_field()
+    stride = geometry.total_stride()
+    sample_size = sample_size or image_sample_size(image_size, stride)
     for path, raw in zip(paths, raws):
         if min(raw.shape[:2]) < field:
             raise click.ClickException(
@@ -111,7 +148,6 @@ def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_
     for name, size in (("--image-size", image_size), ("--sample-size", image_size if is_object else sample_size)):
         if size < field:
             raise click.ClickException(f"{name} {size} is smaller than the receptive field ({field} px)")
-    stride = geometry.total_stride()
     if periodic and sample_size % stride and not (cd_steps or is_object):
         raise click.BadParameter(f"{sample_size} is not a multiple of the net's total stride {stride}, "
                                  f"which periodic samples need (try {sample_size // stride * stride})",
@@ -127,28 +163,59 @@ def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_
     world = init_world(torch.device(device))
     try:
         learner = Learner.from_images(images, config, world=world)
+        records = []
+        if saved is not None:
+            if not torch.equal(saved["mean"], learner.mean):
+                raise ValueError(f"{image} is not what the interrupted run learned from (its mean colour "
+                                 "differs): resume with the same images")
+            learner.load_state_dict(saved)
+            records = list(saved.get("records", []))
     except ValueError as err:
         raise click.ClickException(str(err)) from None
+    learner.bank.notify = _note
 
     if world.is_main:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise click.ClickException(f"cannot create the output folder {out_dir}: {err.strerror or err}")
-    records = []
+        if overwrite:  # an interrupted run's checkpoint must not outlive the run that replaces it
+            checkpoint_path.unlink(missing_ok=True)
     start = time.perf_counter()
     metrics_file = open(out_dir / "metrics.jsonl", "w") if world.is_main else io.StringIO()
+    for record in records:  # a resumed run's history up to its checkpoint
+        metrics_file.write(json.dumps(record) + "\n")
+
+    def save(path):
+        # Every process takes part (the chains are gathered); the first one writes.
+        state = {**learner.state_dict(), "records": records}
+        state["chains"] = torch.cat(gather_objects(state["chains"], world))
+        if world.is_main:
+            save_checkpoint(state, path)
+
     quiet = None if world.is_main else io.StringIO()  # one progress bar, the first process's
     label = f"learning ({learner.config.precision})"
-    with metrics_file, click.progressbar(length=learner.total_iterations, label=label, show_eta=True,
-                                         item_show_func=lambda r: r, file=quiet) as bar:
-        for record in _checked(learner.run()):
+    with metrics_file, stop_requests() as stop, \
+            click.progressbar(length=learner.total_iterations, label=label, show_eta=True,
+                              item_show_func=lambda r: r, file=quiet) as bar:
+        bar.update(len(records))
+        for record in _checked(learner.run(), checkpoint_path):
             records.append(record)
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
             recon = f" recon {record['reconstruction_error']:.3f}" if "reconstruction_error" in record else ""
             bar.update(1, f"layer {record['layer']}/{layers} it {record['iteration']}/{iterations} "
                           f"gap {record['gap']:+.3g}{recon} {record['seconds']:.0f}s")
+            if _stop_everywhere(stop, world, learner.device):
+                save(checkpoint_path)
+                if world.is_main:
+                    click.echo(f"\n{stop.signal_name}: stopped after {len(records)} of "
+                               f"{learner.total_iterations} iterations; continue with --resume "
+                               f"({checkpoint_path})", err=True)
+                finish(world)
+                raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE)
+            if len(records) % checkpoint_every == 0 and len(records) < learner.total_iterations:
+                save(checkpoint_path)
     # The chains of every process, in bank order, for the outputs the first process writes.
     samples = torch.cat(gather_objects(learner.samples(), world))
     state = learner.state_dict()
@@ -157,12 +224,31 @@ def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_
     if not world.is_main:
         return
     _write_outputs(out_dir, learner.config.seed, state, images, samples, records)
+    checkpoint_path.unlink(missing_ok=True)  # model.pt holds the same state, finished
     if len(images) == 1:
         _evaluate_run(out_dir, images[0], samples)
     else:
         click.echo("no eval.json: its texture figures compare samples with a single training image")
     elapsed = time.perf_counter() - start
     click.echo(f"done in {elapsed:.0f}s: {out_dir}/grid.png, {out_dir}/samples/, {out_dir}/model.pt")
+
+
+def _note(message: str) -> None:
+    """A remark about the input that changes nothing the user must act on, on stderr."""
+    click.echo(f"note: {message}", err=True)
+
+
+def _stop_everywhere(stop, world, device) -> bool:
+    """Whether any process was asked to stop: all of them must save and stop at the same iteration."""
+    if world.size == 1:
+        return bool(stop)
+    import torch
+
+    from .distributed import all_reduce_sum
+
+    flag = torch.tensor([1.0 if stop else 0.0], device=device)
+    all_reduce_sum([flag], world)
+    return flag.item() > 0
 
 
 def _usable_device(device: str) -> str:
@@ -198,12 +284,14 @@ def _evaluate_run(out_dir, training, samples) -> None:
     click.echo(f"eval: {figures}")
 
 
-def _checked(records):
-    """Learning records, with a divergence turned into a one-line error (metrics.jsonl keeps the history)."""
+def _checked(records, checkpoint_path):
+    """Learning records, with a divergence turned into a one-line error (metrics.jsonl keeps the history,
+    and the last checkpoint, written before the bad iteration, stays as it was)."""
     try:
         yield from records
-    except FloatingPointError as err:
-        raise click.ClickException(str(err)) from None
+    except (FloatingPointError, MemoryError) as err:
+        kept = f"; the last good state is in {checkpoint_path}" if checkpoint_path.exists() else ""
+        raise click.ClickException(f"{err}{kept}") from None
 
 
 def _write_outputs(out_dir, seed, state, images, samples, records) -> None:
@@ -336,10 +424,13 @@ def _load_model(model_path: Path):
 
     try:
         state = load_checkpoint(model_path)
+        model = GenerativeConvNet.from_config(state["model_config"])
+        model.load_state_dict(state["model"])
     except InputError as err:
         raise click.ClickException(str(err)) from None
-    model = GenerativeConvNet.from_config(state["model_config"])
-    model.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a net description or weights that do not fit
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise click.ClickException(f"{model_path}: damaged model file ({detail})") from None
     return state, model
 
 
@@ -487,6 +578,7 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
     from .chains import ChainBank
     from .config import LearnConfig
     from .distributed import finish, init_world
+    from .interrupts import INTERRUPTED_EXIT_CODE, stop_requests
 
     state, model = _load_model(model_path)
     learned = LearnConfig.from_dict(state["config"])
@@ -533,6 +625,7 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
         raise click.ClickException(str(err)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    bank.notify = _note
     remaining = max(0, steps - int(bank.steps.min()))
     frames, frame_every = [], max(1, remaining // 40) if gif else 0
     animated = min(gif, len(bank)) if world.is_main else 0
@@ -541,10 +634,15 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
     start = time.perf_counter()
     done = 0
     quiet = None if world.is_main else io.StringIO()  # one progress bar, the first process's
-    with click.progressbar(length=remaining * len(bank), label=f"sampling {chains} chains of {size} px ({bank.precision})",
-                           show_eta=True, item_show_func=lambda rate: rate, file=quiet) as bar:
+    with stop_requests() as stop, \
+            click.progressbar(length=remaining * len(bank), label=f"sampling {chains} chains of {size} px "
+                              f"({bank.precision})", show_eta=True, item_show_func=lambda rate: rate,
+                              file=quiet) as bar:
         while done < remaining:
-            segment = remaining - done
+            # Segments of about a second, so that Ctrl-C is answered soon (the chains do not depend on
+            # how their steps are split), cut at the saving and animation points.
+            per_step = (time.perf_counter() - start) / done if done else None
+            segment = min(remaining - done, max(1, int(1.0 / per_step)) if per_step else 1)
             for every in (save_every, frame_every):
                 if every:
                     segment = min(segment, every - done % every)
@@ -553,12 +651,23 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
                 bar.update(advanced * segment,
                            f"{bar.pos * world.size / max(time.perf_counter() - start, 1e-9):.0f} chain-steps/s")
 
-            bank.advance(segment, progress)
+            try:
+                bank.advance(segment, progress)
+            except MemoryError as err:
+                _save_bank(bank, state_path)
+                raise click.ClickException(f"{err}; the chains so far are in {state_path}") from None
             done += segment
             if animated and done % frame_every == 0:
                 frames.append(_frame(bank, mean, animated))
             if save_every and done % save_every == 0 and done < remaining:
                 _save_bank(bank, state_path)
+            if done < remaining and _stop_everywhere(stop, world, bank.device):
+                _save_bank(bank, state_path)
+                if world.is_main:
+                    click.echo(f"\n{stop.signal_name}: stopped at step {int(bank.steps.max())} of {steps}; continue "
+                               f"with the same command and --resume ({state_path})", err=True)
+                finish(world)
+                raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE)
     elapsed = time.perf_counter() - start
     _save_bank(bank, state_path)
     _write_samples(bank, mean, out_dir, world, fmt, chains, frames, elapsed, remaining)

@@ -8,10 +8,19 @@ from dataclasses import asdict, dataclass, fields
 PRECISION_CHOICES = ("auto", "float32", "bfloat16")
 
 
+def image_sample_size(image_size: int, stride: int) -> int:
+    """The default side of texture samples: the training image's, rounded up to a multiple of the net's
+    total stride (periodic chains need it). 224 px data and the texture net's stride 3 give 225 px."""
+    return -(-int(image_size) // stride) * stride
+
+
 @dataclass
 class LearnConfig:
     image_size: int = 224  # training image: shorter side resized to this, then a centred square crop
-    sample_size: int = 114  # side of the synthesized chains (the model is convolutional: any size works)
+    # Side of the synthesized chains (the model is convolutional: any size works). 0: the training image's
+    # side, rounded up to the net's total stride, so that each chain's torus holds as much texture as the
+    # data and large structures (flower heads, ripples) fit as many times as they do there.
+    sample_size: int = 0
     chains: int = 4  # persistent Langevin chains
     langevin_steps: int = 10  # L, Langevin steps per weight update (release: 10)
     step_size: float = 0.3  # Langevin eps on the [0, 255] pixel scale (release: 0.3)
@@ -36,10 +45,12 @@ class LearnConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
-        positive_ints = ("image_size", "sample_size", "chains", "langevin_steps", "iterations", "layers")
+        positive_ints = ("image_size", "chains", "langevin_steps", "iterations", "layers")
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if int(self.sample_size) < 0:
+            raise ValueError(f"sample_size must be at least 1 (or 0: the training image's), got {self.sample_size}")
         for name in ("step_size", "sigma", "lr", "clip"):
             value = float(getattr(self, name))
             if not (math.isfinite(value) and value > 0):

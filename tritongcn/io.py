@@ -17,8 +17,12 @@ class InputError(ValueError):
     """A problem with what the user gave us, worded for a one-line message."""
 
 
-def load_image(path) -> np.ndarray:
-    """Read an image as float32 (H, W, C) in [0, 255], C = 1 for grayscale input and 3 for colour."""
+def load_image(path, note=None) -> np.ndarray:
+    """Read an image as float32 (H, W, C) in [0, 255], C = 1 for grayscale input and 3 for colour.
+
+    Transparency is dropped: the colour values of transparent pixels are used as they are, since a
+    texture has no background to blend onto. `note(message)`, if given, is told so when it happens.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -28,6 +32,12 @@ def load_image(path) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             grayscale = im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+            has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+            if has_alpha and note is not None:
+                alpha = np.asarray(im.convert("RGBA"))[..., 3]
+                if alpha.min() < 255:
+                    note(f"{path}: the alpha channel is ignored ({(alpha < 255).mean():.0%} of the pixels are "
+                         "not opaque; their colour values are used as they are)")
             if im.mode.startswith("I") or im.mode == "F":
                 # 16-bit, 32-bit and float grayscale: scale the format's range to [0, 255].
                 arr = np.asarray(im, dtype=np.float32)
@@ -256,15 +266,44 @@ def save_checkpoint(state: dict, path) -> None:
     atomic_save(lambda tmp: torch.save(payload, tmp), path)
 
 
+# What a model file must hold, and of which type: anything else is foreign, damaged or tampered with.
+CHECKPOINT_SCHEMA = {"format": str, "version": str, "config": dict, "model_config": dict, "model": dict,
+                     "optimizer": dict, "chains": torch.Tensor, "layer": int, "iteration": int,
+                     "langevin_steps_done": int, "seconds": float, "mean": torch.Tensor}
+
+
+def _version_tuple(version: str) -> tuple:
+    return tuple(int(part) for part in version.split("."))
+
+
 def load_checkpoint(path) -> dict:
-    """Load a checkpoint without running any code from the file (torch's weights_only loader)."""
+    """Load a checkpoint without running any code from the file (torch's weights_only loader, which
+    refuses any pickled object but plain containers, numbers, strings and tensors), then check it
+    against `CHECKPOINT_SCHEMA` and the package version. Raises InputError with a one-line reason."""
+    from . import __version__
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for foreign or damaged files
-        raise InputError(f"{path}: not a readable tritongcn model ({type(err).__name__})") from None
+    except Exception as err:  # torch raises many types for foreign, damaged or unsafe files
+        reason = "it holds objects other than tensors and plain data" if "weights_only" in str(err) else \
+            "damaged or not a torch file"
+        raise InputError(f"{path}: not a readable tritongcn model ({type(err).__name__}: {reason})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a tritongcn model file")
+    for key, kind in CHECKPOINT_SCHEMA.items():
+        if not isinstance(state.get(key), kind) or (kind is int and isinstance(state[key], bool)):
+            got = "missing" if key not in state else type(state[key]).__name__
+            raise InputError(f"{path}: damaged model file ({key!r} should be {kind.__name__}, is {got})")
+    try:
+        newer = _version_tuple(state["version"]) > _version_tuple(__version__)
+    except ValueError:
+        raise InputError(f"{path}: damaged model file (version {state['version']!r})") from None
+    if newer:
+        raise InputError(f"{path}: written by tritongcn {state['version']}, newer than this {__version__}; "
+                         "upgrade tritongcn to read it")
+    if not all(isinstance(t, torch.Tensor) and torch.isfinite(t).all() for t in state["model"].values()):
+        raise InputError(f"{path}: damaged model file (weights that are not finite tensors)")
     return state

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from .config import LearnConfig
+from .config import LearnConfig, image_sample_size
 from .autoencoder import reconstruct, reconstruction_error
 from .model import OBJECT_LAYERS, GenerativeConvNet, resolve_precision
 from .chains import ChainBank
@@ -31,11 +31,16 @@ def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str 
     """
     for top in model.relu_responses(x, boundary):
         if activity is not None:
-            activity.append(round((top > 0).float().mean().item(), 4))
+            activity.append((top > 0).float().mean().item())
     if model.top == "fc":  # one number per image already: the top filter covers the whole map
         return model.top_score(top).mean()
     _, _, h, w = top.shape
     return model.top_score(top).mean() / (h * w)
+
+
+# A layer with fewer active units than this share on the observed images is silent: learning through it
+# has stopped (see Learner._regrow_silent_layer). A healthy layer keeps a few percent at least.
+SILENT_SHARE = 1e-4
 
 
 def data_boundary(config: LearnConfig, model: GenerativeConvNet) -> str:
@@ -81,6 +86,10 @@ class Learner:
             # Maximum likelihood grows the layers one at a time; contrastive divergence learns them at once.
             model.depth = config.layers if config.cd_steps else 1
         self.model = model.to(self.device)
+        if not config.sample_size:  # the training images' side, which model.pt then records
+            stride = self.model.total_stride(len(self.model.layers))
+            self.config = config = dataclasses.replace(
+                config, sample_size=image_sample_size(min(self.observed.shape[-2:]), stride))
         self.project_filters()
         self.optimizer = self._make_optimizer()
         # Periodic chains have no border, so the data are scored by their interior only ("valid"): both
@@ -110,6 +119,10 @@ class Learner:
         self.layer = self.model.depth  # layer being grown, 1-based
         self.iteration = 0  # iterations done in the current layer
         self.seconds = 0.0  # time spent in iterations so far
+        # Silent-layer rescue (see `_regrow_silent_layer`): each layer's step, as a fraction of the
+        # configured one, and the active parameters as they were when the current layer started.
+        self.step_scale = [1.0] * len(self.model.layers)
+        self.layer_start = None
 
     @classmethod
     def from_images(cls, images: torch.Tensor, config: LearnConfig, world: World | None = None) -> "Learner":
@@ -190,6 +203,7 @@ class Learner:
         """One iteration: L Langevin steps on the chains, then one weight update."""
         c = self.config
         start = time.perf_counter()
+        self._set_learning_rate()
         record = {}
         if c.cd_steps:
             # How well the current weights auto-encode the data (Proposition 3: CD lowers this).
@@ -200,36 +214,79 @@ class Learner:
             record["reconstruction_error"] = round((totals[0] / totals[1]).item(), 5)
             self.bank.x.copy_(self.restart)  # the step counters run on, so no noise is drawn twice
         self.bank.advance(c.cd_steps or c.langevin_steps)
+        # Chains that left the float range: counted here, judged after the all-reduce so that every
+        # process stops at the same iteration.
+        lost_chains = (~torch.isfinite(self.chains.flatten(1)).all(dim=1)).sum().float()
 
         self.optimizer.zero_grad(set_to_none=True)
         active_obs, active_syn = [], []  # share of active units per layer: where the images sit in the
         # model's piecewise-Gaussian partition, observed against synthesized
         f_obs = per_position_score(self.model, self.observed, self.data_boundary, active_obs)
         f_syn = per_position_score(self.model, self.chains, self.chain_boundary, active_syn)
-        if not (torch.isfinite(f_obs) and torch.isfinite(f_syn)):
-            raise FloatingPointError(f"learning diverged at layer {self.layer}, iteration {self.iteration + 1}: "
-                                     "the scores are no longer finite; lower --lr or --step-size")
+        silent = [i for i, share in enumerate(active_obs) if share < SILENT_SHARE]
+        if silent and self.layer_start is not None:
+            self._regrow_silent_layer(silent[0])
+            record.update(regrown=silent[0] + 1, step_scale=self.step_scale[silent[0]])
+            return self._record(f_obs.detach(), f_syn.detach(), 0.0, active_obs, active_syn, record, start)
+        if self.layer_start is None:
+            self.layer_start = [p.detach().clone() for p in self.model.active_parameters()]
         # Gradient ascent on the log-likelihood = descent on f_syn - f_obs. Each process weighs its shard's
         # f_syn by its share and f_obs by 1 / processes, so the summed gradient is the whole bank's.
         (self.share * f_syn - f_obs / self.world.size).backward()
         params = self.model.active_parameters()
-        scores = torch.stack([self.share * f_syn.detach(), f_obs.detach() / self.world.size])
+        scores = torch.stack([self.share * f_syn.detach(), f_obs.detach() / self.world.size, lost_chains])
         all_reduce_sum([p.grad for p in params] + [scores], self.world)
-        f_syn, f_obs = scores[0], scores[1]
+        f_syn, f_obs, lost_chains = scores[0], scores[1], int(scores[2])
+        where = f"at layer {self.layer}, iteration {self.iteration + 1}"
+        if lost_chains:
+            raise FloatingPointError(f"the chains diverged {where}: {lost_chains} of {self.bank.total_chains} "
+                                     f"hold NaN or Inf; lower --step-size (now {c.step_size:g}) or --lr "
+                                     f"(now {c.lr:g})")
+        if not (torch.isfinite(f_obs) and torch.isfinite(f_syn)):
+            raise FloatingPointError(f"learning diverged {where}: the scores are no longer finite; lower --lr "
+                                     f"(now {c.lr:g}) or --step-size (now {c.step_size:g})")
         grad_norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in params)).item()
         for p in params:
             largest = p.grad.abs().max()
             if largest > c.clip:
                 p.grad.mul_(c.clip / largest)
-        self._set_learning_rate()
+        for i, conv in enumerate(self.model.active_convs()):
+            if self.step_scale[i] != 1.0:
+                for p in conv.parameters():
+                    p.grad.mul_(self.step_scale[i])
         self.optimizer.step()
         self.project_filters()
+        if not all(torch.isfinite(p).all() for p in params):
+            raise FloatingPointError(f"the weights diverged {where}: an update left NaN or Inf in them; lower "
+                                     f"--lr (now {c.lr:g})")
 
+        return self._record(f_obs, f_syn, grad_norm, active_obs, active_syn, record, start)
+
+    def _record(self, f_obs, f_syn, grad_norm, active_obs, active_syn, record, start) -> dict:
+        """Count the iteration and describe it (the metrics.jsonl line)."""
         self.iteration += 1
         self.seconds += time.perf_counter() - start
         return {"layer": self.layer, "iteration": self.iteration, "f_obs": f_obs.item(),
                 "f_syn": f_syn.item(), "gap": (f_obs - f_syn).item(), "grad_norm": grad_norm,
-                "active_obs": active_obs, "active_syn": active_syn, **record, "seconds": round(self.seconds, 3)}
+                "active_obs": [round(a, 4) for a in active_obs], "active_syn": [round(a, 4) for a in active_syn],
+                **record, "seconds": round(self.seconds, 3)}
+
+    @torch.no_grad()
+    def _regrow_silent_layer(self, index: int) -> None:
+        """Start the current layer again, from the weights it started with, with layer `index + 1`'s
+        steps halved from now on: that layer has (almost) no active unit left on the observed images.
+
+        A layer that is off everywhere makes f constant: no gradient reaches it or the layers below, and
+        learning stops for good (the samples become the Gaussian reference's noise). It happens when a
+        clipped step, which can be larger than a young layer's weights, moves all of them the same way:
+        the layer swings from all on to all off in two or three iterations (seen on bark, 225 px chains:
+        layer 3 active on 51%, 65%, 33%, 0.01% of the data's units in its first four iterations). The
+        iteration counter runs on, so the run keeps its length; this iteration makes no update (its
+        record has grad_norm 0 and names the layer `regrown`).
+        """
+        for p, before in zip(self.model.active_parameters(), self.layer_start):
+            p.copy_(before)
+        self.step_scale[index] *= 0.5
 
     def run(self):
         """Yield one metrics dict per iteration until every layer is grown and refined."""
@@ -241,10 +298,33 @@ class Learner:
                 return
             self.layer += 1
             self.iteration = 0
+            self.layer_start = None  # taken again at the new layer's first iteration
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`: weights, optimiser, chains and counters, so that the rest of the
+        run is the one an uninterrupted run would have had (the Langevin noise is addressed by chain and
+        step, so no random generator state is needed). Under torchrun each process takes its shard of
+        the saved chains."""
+        self.model.depth = int(state["layer"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        chains = state["chains"]
+        first = self.bank.first_chain
+        if len(chains) != self.bank.total_chains or tuple(chains.shape[1:]) != tuple(self.chains.shape[1:]):
+            raise ValueError(f"saved chains of shape {tuple(chains.shape)} do not fit this run's "
+                             f"{self.bank.total_chains} chains of {tuple(self.chains.shape[1:])}")
+        self.bank.x.copy_(chains[first:first + len(self.bank)])
+        self.bank.steps.fill_(int(state["langevin_steps_done"]))
+        self.layer, self.iteration = int(state["layer"]), int(state["iteration"])
+        self.seconds = float(state["seconds"])
+        self.step_scale = list(state.get("step_scale", self.step_scale))
+        self.layer_start = state.get("layer_start")
 
     def state_dict(self) -> dict:
         return {"config": self.config.to_dict(), "model_config": self.model.config(),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "chains": self.chains.detach().cpu(), "layer": self.layer, "iteration": self.iteration,
                 "langevin_steps_done": self.langevin_steps_done, "seconds": self.seconds,
-                "mean": self.mean.clone()}
+                "mean": self.mean.clone(), "step_scale": list(self.step_scale),
+                "layer_start": self.layer_start}
