@@ -1,5 +1,6 @@
 """The `tritongcn` command line. torch is imported inside commands so that `--help` is instant."""
 
+import dataclasses
 import io
 import json
 import math
@@ -159,6 +160,8 @@ def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_
                          iterations=iterations, layers=layers, lr=lr, seed=seed,
                          periodic=periodic and not is_object, device=device, precision=precision,
                          cd_steps=cd_steps, model=model_kind)
+    if saved is not None:  # every setting of the interrupted run, the ones without an option too
+        config = dataclasses.replace(LearnConfig.from_dict(saved["config"]), device=device)
     images = torch.stack([preprocess(raw, image_size) for raw in raws])
     world = init_world(torch.device(device))
     try:
