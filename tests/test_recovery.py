@@ -312,3 +312,18 @@ def test_soak_ten_thousand_langevin_steps_stay_finite_in_flat_memory():
     assert grown < 20 * 1024, f"resident memory grew {grown} KiB over 9000 steps"
     # The chains sit near the model's scale, not drifting off: the Gaussian reference holds them.
     assert bank.x.abs().max() < 1e3
+
+
+def test_saved_chains_that_are_damaged_or_tampered_with_are_refused(model_path, tmp_path):
+    out = tmp_path / "s"
+    args = ["sample", str(model_path), "--out", str(out), "--size", "36", "--chains", "2", "--steps", "1"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    state = torch.load(out / "chains.pt", weights_only=True)
+    assert state["version"] == __version__
+    cases = {"retyped": {**state, "x": "pixels"}, "nan": {**state, "x": state["x"] * float("nan")},
+             "newer": {**state, "version": "99.0"}}
+    for name, bad in cases.items():
+        torch.save(bad, out / "chains.pt")
+        result = CliRunner().invoke(main, [*args, "--steps", "2", "--resume"])
+        assert result.exit_code == 1 and "Traceback" not in result.output, (name, result.output)
+        assert len(result.output.strip().splitlines()) == 1, (name, result.output)

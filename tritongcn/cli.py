@@ -417,9 +417,6 @@ def _bytes(ctx, param, value):
     return int(number * scale)
 
 
-CHAINS_FORMAT = "tritongcn.chains"
-
-
 def _load_model(model_path: Path):
     """(checkpoint dict, GenerativeConvNet with its weights) of a model file, or a one-line error."""
     from .io import InputError, load_checkpoint
@@ -682,25 +679,19 @@ def _rank_path(path: Path, world) -> Path:
 
 
 def _save_bank(bank, path) -> None:
-    import torch
+    from .io import CHAINS_FORMAT, save_checkpoint
 
-    from .io import atomic_save
-
-    payload = {"format": CHAINS_FORMAT, **bank.state_dict()}
-    atomic_save(lambda tmp: torch.save(payload, tmp), path)
+    save_checkpoint(bank.state_dict(), path, fmt=CHAINS_FORMAT)
 
 
 def _load_bank(path, model, chains, shape, memory_budget, backend, device):
-    import torch
-
     from .chains import ChainBank
+    from .io import CHAINS_FORMAT, InputError, load_checkpoint
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for foreign or damaged files
-        raise click.ClickException(f"{path}: not readable saved chains ({type(err).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != CHAINS_FORMAT:
-        raise click.ClickException(f"{path}: not saved tritongcn chains")
+        state = load_checkpoint(path, fmt=CHAINS_FORMAT)
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
     if state["total_chains"] != chains or tuple(state["x"].shape[1:]) != shape:
         raise click.ClickException(f"{path} holds {state['total_chains']} chains of "
                                    f"{tuple(state['x'].shape[1:])}: resume with the same --chains and --size")
