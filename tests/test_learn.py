@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from tritongcn import LearnConfig, Learner
+from tritongcn.config import recipe
+from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 
 TINY = dict(image_size=40, sample_size=36, chains=2, langevin_steps=2, iterations=3, layers=2)
 
@@ -28,7 +30,18 @@ def test_learning_is_deterministic_per_seed():
     assert [r["gap"] for r in a] != [r["gap"] for r in c]
 
 
-def test_layers_grow_and_the_weights_move():
+def test_all_layers_learn_at_once_when_asked():
+    learner = Learner(_observed(), LearnConfig(**TINY, grow_layers=False))
+    initial = [conv.weight.clone() for conv in learner.model.convs]
+    records = list(learner.run())
+    assert [(r["layer"], r["iteration"]) for r in records] == [(2, 1), (2, 2), (2, 3)]
+    assert not torch.equal(learner.model.convs[0].weight, initial[0])
+    assert not torch.equal(learner.model.convs[1].weight, initial[1])
+    assert torch.equal(learner.model.convs[2].weight, initial[2])  # beyond --layers 2
+    assert all(len(r["active_obs"]) == 2 for r in records)
+
+
+def test_layers_grow_one_at_a_time_by_default_and_the_weights_move():
     learner = Learner(_observed(), LearnConfig(**TINY))
     initial = [conv.weight.clone() for conv in learner.model.convs]
     records = list(learner.run())
@@ -81,8 +94,20 @@ def test_non_finite_data_are_refused():
         Learner(bad, LearnConfig(**TINY))
 
 
-def test_learning_rate_decays_by_cosine_within_each_layer():
-    learner = Learner(_observed(), LearnConfig(**dict(TINY, iterations=5), lr=0.01, lr_final=0.1))
+def test_learning_rate_decays_by_cosine_after_its_start():
+    config = LearnConfig(**dict(TINY, iterations=6), lr=0.01, lr_final=0.1, lr_decay_start=0.6, grow_layers=False)
+    learner = Learner(_observed(), config)
+    rates = [learner.optimizer.param_groups[0]["lr"] for _ in learner.run()]
+    # Progress 0, 0.2, ..., 1: constant up to 0.6, then a cosine from 0.6 to 1 (halfway at 0.8).
+    assert rates[:4] == pytest.approx([0.01] * 4)
+    assert rates[4] == pytest.approx(0.0055) and rates[5] == pytest.approx(0.001)
+    with pytest.raises(ValueError, match="lr_decay_start"):
+        LearnConfig(lr_decay_start=1.0).check()
+
+
+def test_learning_rate_decays_by_cosine_within_each_grown_layer():
+    config = LearnConfig(**dict(TINY, iterations=5), lr=0.01, lr_final=0.1, lr_decay_start=0.0, grow_layers=True)
+    learner = Learner(_observed(), config)
     rates = []
     for _ in learner.run():
         rates.append([group["lr"] for group in learner.optimizer.param_groups])
@@ -105,7 +130,8 @@ def test_the_learner_records_the_precision_it_runs_in():
 
 def test_contrastive_divergence_restarts_from_the_data_and_lowers_the_reconstruction_error():
     observed = torch.cat([_observed(0), _observed(1), _observed(2)])
-    config = LearnConfig(**{**TINY, "iterations": 25, "layers": 2}, cd_steps=1, periodic=False)
+    config = LearnConfig(**{**TINY, **recipe(cd_steps=1), "iterations": 25, "layers": 2}, cd_steps=1,
+                         periodic=False)
     learner = Learner(observed, config)
     assert learner.model.depth == 2 and learner.total_iterations == 25  # all layers at once
     assert len(learner.bank) == 3  # one chain per training image
@@ -127,7 +153,8 @@ def test_the_object_model_grows_its_layers_and_top_filters_on_aligned_images():
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 25), torch.linspace(-1, 1, 25), indexing="ij")
     blob = 200 * torch.exp(-(xx**2 + yy**2) * 3)  # aligned "objects": a centred blob with noise
     observed = (blob + 10 * torch.randn(6, 1, 25, 25, generator=g)).clamp(0, 255)
-    learner = Learner.from_images(observed, LearnConfig(**{**TINY, "layers": 3}, model="object"))
+    config = LearnConfig(**{**TINY, **recipe("object"), "chains": 2, "iterations": 3, "layers": 3}, model="object")
+    learner = Learner.from_images(observed, config)
     assert learner.model.top == "fc" and learner.chains.shape == (2, 1, 25, 25)  # chains the images' size
     assert learner.chain_boundary == learner.data_boundary == "zero"
     fc_before = [w.detach().clone() for w in learner.model.fc_weights]
@@ -142,18 +169,26 @@ def test_the_object_model_grows_its_layers_and_top_filters_on_aligned_images():
 
 @pytest.mark.parametrize("image_size,expected", [(40, 42), (39, 39)])
 def test_default_sample_size_is_the_training_images_rounded_up_to_the_stride(image_size, expected):
-    # The texture net strides 3: periodic chains need multiples of it, and the torus is never smaller than
-    # the data, so the chains hold as much texture as the training image does.
+    # The texture net strides 3: periodic chains need multiples of it, and a sample is never smaller than
+    # the data, so it holds as much texture as the training image does.
     config = LearnConfig(**{**TINY, "sample_size": 0, "image_size": image_size, "iterations": 1, "layers": 1})
     observed = _observed()[..., :image_size, :image_size]
     learner = Learner(observed, config)
     assert learner.config.sample_size == expected
-    assert tuple(learner.chains.shape) == (2, 3, expected, expected)
     assert learner.state_dict()["config"]["sample_size"] == expected  # what `sample` draws at later
+    assert learner.fresh_bank(2).x.shape == (2, 3, expected, expected)
+
+
+@pytest.mark.parametrize("image_size,layers,expected", [(40, 1, 21), (40, 2, 27), (64, 3, 33), (224, 3, 114)])
+def test_default_learning_chains_are_half_the_image_and_at_least_the_receptive_field(image_size, layers, expected):
+    config = LearnConfig(image_size=image_size, chains=2, layers=layers)
+    g = torch.Generator().manual_seed(0)
+    learner = Learner(torch.randn(1, 1, image_size, image_size, generator=g) * 30, config)
+    assert learner.config.chain_size == expected and learner.chains.shape == (2, 1, expected, expected)
 
 
 def test_a_layer_gone_silent_on_the_data_is_grown_again_with_half_the_step():
-    learner = Learner(_observed(), LearnConfig(**{**TINY, "iterations": 20}))
+    learner = Learner(_observed(), LearnConfig(**{**TINY, "iterations": 20}, grow_layers=True))
     runs = learner.run()
     next(runs)
     next(runs)
@@ -167,3 +202,77 @@ def test_a_layer_gone_silent_on_the_data_is_grown_again_with_half_the_step():
         assert torch.equal(p, before)
     record = next(runs)  # learning goes on from there
     assert "regrown" not in record and record["grad_norm"] > 0 and record["active_obs"][0] > 0.1
+
+
+def test_a_layer_that_keeps_going_silent_stops_learning_with_a_reason():
+    from tritongcn.learn import MAX_REGROWTHS, LearningFailed
+
+    learner = Learner(_observed(), LearnConfig(**{**TINY, "iterations": 20}, grow_layers=True))
+    runs = learner.run()
+    next(runs)
+    for _ in range(MAX_REGROWTHS):
+        with torch.no_grad():
+            learner.model.convs[0].bias.fill_(-1e6)
+        assert next(runs)["regrown"] == 1
+    with torch.no_grad():
+        learner.model.convs[0].bias.fill_(-1e6)
+    with pytest.raises(LearningFailed, match="went silent"):
+        next(runs)
+
+
+def test_chains_restart_on_a_staggered_schedule():
+    config = LearnConfig(**{**TINY, "iterations": 12, "chains": 5}, lifetime=4, persistent_chains=1)
+    learner = Learner(_observed(), config)
+    restarted = []
+    runs = learner.run()
+    for _ in range(12):
+        restarted.append(learner._chains_to_restart())
+        next(runs)
+    # Chain 0 never restarts; chains 1..4 have phases 0..3, so chain g restarts first at iteration 5 - g,
+    # then every 4 iterations.
+    assert restarted[:6] == [[], [4], [3], [2], [1], [4]]
+    assert all(0 not in r for r in restarted) and sum(map(len, restarted)) == 11
+
+
+def test_a_learner_resumed_from_its_state_ends_where_an_uninterrupted_one_does():
+    # Restarts and the learning rate schedule follow from the iteration count it saves.
+    config = LearnConfig(**{**TINY, "iterations": 10, "chains": 4}, lifetime=3, persistent_chains=1,
+                         precision="float32")
+    straight = Learner(_observed(), config)
+    list(straight.run())
+    first = Learner(_observed(), config)
+    runs = first.run()
+    for _ in range(5):
+        next(runs)
+    resumed = Learner(_observed(), config)
+    resumed.load_state_dict(first.state_dict())
+    list(resumed.run())
+    assert torch.equal(resumed.chains, straight.chains)
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def _blobs(size: int, seed: int) -> torch.Tensor:
+    """(1, 1, size, size) bright blobs with sharp edges on a dark ground, in [0, 255]: far from Gaussian,
+    so random-phase noise with its spectrum (the Gaussian texture model) misses its look."""
+    g = torch.Generator().manual_seed(seed)
+    field = torch.nn.functional.avg_pool2d(torch.randn(1, 1, size + 4, size + 4, generator=g), 5, 1)
+    return 40 + 170 * (field > 0.1).float() + 3 * torch.randn(1, 1, size, size, generator=g)
+
+
+@pytest.mark.skipif(not portilla_simoncelli_available(), reason="ps_z needs plenoptic (pip install 'tritongcn[eval]')")
+def test_new_chains_of_a_learned_model_score_clearly_better_than_random_phase_noise():
+    # The model is the product: chains drawn afresh by its own sampler, none of them a learning chain,
+    # must look more like the texture than the spectrum alone makes them (random-phase noise, which is
+    # also where they start). ps_z, the Portilla-Simoncelli statistics, sees the blobs' sharp edges and
+    # flat insides that a Gaussian field lacks. One layer keeps the run to seconds.
+    texture = _blobs(64, 0)
+    config = LearnConfig(image_size=64, chain_size=48, layers=1, iterations=100, sample_steps=100,
+                         precision="float32")
+    learner = Learner.from_images(texture, config)
+    list(learner.run())
+    bank = learner.fresh_bank(4, seed=3)
+    bank.advance(config.sample_steps)
+    samples = (bank.x + learner.mean.view(1, -1, 1, 1)).clamp(0, 255).round()
+    figures = evaluate(texture[0], samples)
+    assert figures["samples"]["ps_z"] < 0.7 * figures["random_phase"]["ps_z"], figures

@@ -2,7 +2,7 @@
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Public names, imported on first use so that `tritongcn --help` does not wait for torch.
 _PUBLIC = {

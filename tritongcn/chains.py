@@ -9,14 +9,13 @@ import warnings
 
 import torch
 
+from .config import LearnConfig
 from .kernels import mask_shape
-from .kernels.langevin_update import _splitmix64, chain_noise_torch
 from .model import GenerativeConvNet, resolve_precision
 from .sampler import langevin
+from .starts import STARTS, start_chains
 
-INITS = ("zero", "noise")
 FLOAT_BYTES = 4
-_INIT_STREAM = 0x1A17  # keeps the noise that starts chains apart from the Langevin noise
 
 
 def bits_bytes_per_chain(model: GenerativeConvNet, shape, boundary: str = "periodic") -> int:
@@ -66,8 +65,11 @@ class ChainBank:
 
     `first_chain` and `total_chains` place this bank inside a larger one (a shard of a bank spread over
     processes): chain i here is chain first_chain + i of the whole, and draws that chain's noise.
-    Chains start at 0 (`init="zero"`, the mean image of mean-subtracted data), from N(0, sigma^2) noise
-    (`init="noise"`), or from given images (`images`, mean-subtracted). `precision="bfloat16"` computes
+    Chains start where `init` says (`tritongcn.starts`: "zero", the mean image of mean-subtracted data;
+    "noise", N(0, sigma^2); "spectrum", random-phase noise with the training images' spectrum, whose
+    kernel `start_kernel` the model file holds) or from given images (`images`, mean-subtracted);
+    `restart(indices)` draws chains from that start again. `mean` (C,), the colour subtracted from the
+    images, keeps the chains inside the [0, 255] range of images after every step (see `langevin`). `precision="bfloat16"` computes
     the input gradient in bfloat16 (the chains stay float32); "auto" picks it on CPUs with native bfloat16.
     A chunk that runs out of memory is halved and tried again (the chains do not depend on the chunking);
     `notify(message)` is told once (default: a RuntimeWarning).
@@ -77,13 +79,13 @@ class ChainBank:
                  step_size: float = 0.3, sigma: float = 1.0, seed: int = 0, init: str = "zero",
                  images: torch.Tensor | None = None, memory_budget: int | None = None, backend: str = "auto",
                  device=None, first_chain: int = 0, total_chains: int | None = None, precision: str = "auto",
-                 notify=None):
+                 notify=None, start_kernel: torch.Tensor | None = None, mean: torch.Tensor | None = None):
         if chains < 1:
             raise ValueError(f"a chain bank needs at least one chain, got {chains}")
         if step_size <= 0 or sigma <= 0:
             raise ValueError("step_size and sigma must be positive")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+        if init not in STARTS:
+            raise ValueError(f"init must be one of {', '.join(STARTS)}, got {init!r}")
         shape = tuple(int(s) for s in shape)
         if len(shape) != 3 or shape[0] != model.in_channels:
             raise ValueError(f"chains of shape {shape} do not fit a model of {model.in_channels} input channels")
@@ -91,7 +93,10 @@ class ChainBank:
         if first_chain < 0 or first_chain + chains > self.total_chains:
             raise ValueError(f"chains {first_chain}..{first_chain + chains - 1} do not fit in a bank of "
                              f"{self.total_chains}")
-        self.model, self.boundary, self.backend = model, boundary, backend
+        self.model, self.boundary, self.backend, self.init = model, boundary, backend, init
+        self.shape, self.start_kernel = shape, start_kernel  # one chain's (C, H, W); the spectrum start's
+        self.mean = None if mean is None else mean.detach().float().reshape(-1).cpu()
+        self.bounds = None if mean is None else (-self.mean, 255.0 - self.mean)
         self.step_size, self.sigma, self.seed = float(step_size), float(sigma), int(seed)
         self.first_chain = first_chain
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -101,20 +106,29 @@ class ChainBank:
         self.chunk_limit = None  # set when a chunk ran out of memory: the largest chunk since
         self.notify = notify or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
         model.check_size((chains,) + shape, boundary)
+        self.steps = torch.zeros(chains, dtype=torch.int64)  # Langevin steps taken by each chain
         if images is not None:
             if tuple(images.shape) != (chains,) + shape:
                 raise ValueError(f"start images of shape {tuple(images.shape)} for {chains} chains of {shape}")
             self.x = images.to(self.device, torch.float32).clone()
-        elif init == "noise":
-            numel = shape[0] * shape[1] * shape[2]
-            self.x = sigma * chain_noise_torch((chains,) + shape, _splitmix64(self.seed ^ _INIT_STREAM),
-                                               offset=first_chain * numel, device=self.device)
         else:
-            self.x = torch.zeros((chains,) + shape, device=self.device)
-        self.steps = torch.zeros(chains, dtype=torch.int64)  # Langevin steps taken by each chain
+            self.x = self._start(0, chains, step=0)
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    def _start(self, start: int, stop: int, step: int) -> torch.Tensor:
+        """Chains start .. stop - 1 of this bank drawn from its start, as (re)started at Langevin `step`."""
+        return start_chains(self.init, (stop - start,) + self.shape,
+                            sigma=self.sigma, seed=self.seed, first_chain=self.first_chain + start,
+                            total_chains=self.total_chains, step=step, kernel=self.start_kernel, device=self.device)
+
+    @torch.no_grad()
+    def restart(self, indices) -> None:
+        """Draw the chains at `indices` (of this bank) from the start again. Their step counts run on, so
+        the new start and the Langevin noise that follows are drawn from counters no chain has used."""
+        for i in indices:
+            self.x[i:i + 1] = self._start(i, i + 1, step=int(self.steps[i]))
 
     @property
     def chunk_size(self) -> int:
@@ -148,7 +162,8 @@ class ChainBank:
                                                   self.sigma, seed=self.seed, backend=self.backend,
                                                   first_step=first_step, boundary=self.boundary,
                                                   chain_start=self.first_chain + start,
-                                                  total_chains=self.total_chains, precision=self.precision)
+                                                  total_chains=self.total_chains, precision=self.precision,
+                                                  bounds=self.bounds)
                 except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
                     if not _out_of_memory(err):
                         raise
@@ -188,7 +203,8 @@ class ChainBank:
         """Everything needed to continue exactly: chains, step counts, settings (plain types and tensors)."""
         return {"x": self.x.detach().cpu(), "steps": self.steps.clone(), "boundary": self.boundary,
                 "step_size": self.step_size, "sigma": self.sigma, "seed": self.seed,
-                "first_chain": self.first_chain, "total_chains": self.total_chains, "precision": self.precision}
+                "first_chain": self.first_chain, "total_chains": self.total_chains, "precision": self.precision,
+                **({} if self.mean is None else {"mean": self.mean.clone()})}
 
     @classmethod
     def from_state(cls, model: GenerativeConvNet, state: dict, **kwargs) -> "ChainBank":
@@ -196,6 +212,21 @@ class ChainBank:
         x = state["x"]
         bank = cls(model, x.shape[0], x.shape[1:], boundary=state["boundary"], step_size=state["step_size"],
                    sigma=state["sigma"], seed=state["seed"], images=x, first_chain=state["first_chain"],
-                   total_chains=state["total_chains"], precision=state.get("precision", "float32"), **kwargs)
+                   total_chains=state["total_chains"], precision=state.get("precision", "float32"),
+                   mean=state.get("mean"), **kwargs)
         bank.steps = state["steps"].clone().to(torch.int64)
         return bank
+
+
+def sampler_bank(model: GenerativeConvNet, config: LearnConfig, start_kernel: torch.Tensor | None, chains: int, *,
+                 size: int | None = None, seed: int = 0, init: str | None = None, step_size: float | None = None,
+                 periodic: bool | None = None, **kwargs) -> ChainBank:
+    """New chains of a learned model, drawn the way it was learned for: from its learning chains' start,
+    with its Langevin step, at its samples' size, on the torus when it learned there, inside the image
+    range when it learned so (pass its `mean`). Each setting can be overridden; `kwargs` go to ChainBank
+    (mean, budget, backend, device, shard, precision)."""
+    periodic = config.periodic if periodic is None else periodic
+    size = size or config.sample_size
+    return ChainBank(model, chains, (model.in_channels, size, size), boundary="periodic" if periodic else "zero",
+                     step_size=step_size or config.step_size, sigma=config.sigma, seed=seed,
+                     init=init or config.start, start_kernel=start_kernel, **kwargs)

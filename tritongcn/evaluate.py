@@ -128,30 +128,41 @@ def largest_crop(texture_shape, samples_shape) -> int:
 
 
 def evaluate(texture: torch.Tensor, samples: torch.Tensor, crop: int | None = None, crops: int = 64,
-             seed: int = 0, use_ps: bool | None = None) -> dict:
+             seed: int = 0, use_ps: bool | None = None, others: dict | None = None,
+             references: bool = True) -> dict:
     """Figures for the samples and the three references (see the module's docstring).
 
     `texture` is the preprocessed training image (C, H, W) in [0, 255]; `samples` are (N, C, h, w) in
     [0, 255]. Crops of side `crop` (default: the smaller of the samples' side and half the texture's)
     are cut from each set; the real crops are scored against a second, independent draw of real crops.
+    `others` ({name: images}) are more sets scored the same way in the same pass (the default crop then
+    fits them too), each under its name. `references=False` leaves the three references out (the same
+    crops are drawn, so the other figures do not change): for scoring many sets against one texture.
     """
-    if texture.dim() != 3 or samples.dim() != 4 or samples.shape[1] != texture.shape[0]:
+    others = others or {}
+    if texture.dim() != 3 or any(s.dim() != 4 or s.shape[1] != texture.shape[0]
+                                 for s in [samples, *others.values()]):
         raise ValueError("texture must be (C, H, W) and samples (N, C, h, w) with the same C")
     gen = torch.Generator().manual_seed(seed)
-    texture, samples = texture.double().cpu(), samples.double().cpu()
-    crop = crop or largest_crop(texture.shape, samples.shape)
+    texture = texture.double().cpu()
+    sets = {name: images.double().cpu() for name, images in {"samples": samples, **others}.items()}
+    crop = crop or min(largest_crop(texture.shape, images.shape) for images in sets.values())
     crop -= crop % 8  # the steerable pyramid halves the crop three times
     candidates = {
-        "samples": random_crops(samples, crop, crops, gen),
+        "samples": random_crops(sets["samples"], crop, crops, gen),
         "real_crops": random_crops(texture.unsqueeze(0), crop, crops, gen),
         "random_phase": random_crops(random_phase_noise(texture, 8, gen), crop, crops, gen),
         "white_noise": random_crops(white_noise(texture, 8, gen), crop, crops, gen),
     }
     reference = random_crops(texture.unsqueeze(0), crop, crops, gen)
+    # The other sets' crops are drawn last, so the figures above are those `tritongcn eval` gives.
+    candidates.update({name: random_crops(images, crop, crops, gen) for name, images in sets.items()
+                       if name != "samples"})
     use_ps = portilla_simoncelli_available() if use_ps is None else use_ps
     ref_stats = ps_statistics(reference) if use_ps else None
     result = {"crop": crop, "crops": crops, "seed": seed}
-    for name, images in candidates.items():
+    for name in [*sets, *(("real_crops", "random_phase", "white_noise") if references else ())]:
+        images = candidates[name]
         figures = {"patch_swd": patch_swd(reference, images, seed=seed)}
         if use_ps:
             figures["ps_z"] = ps_z(ref_stats, ps_statistics(images))

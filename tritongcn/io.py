@@ -272,9 +272,13 @@ def save_checkpoint(state: dict, path, fmt: str = CHECKPOINT_FORMAT) -> None:
 CHECKPOINT_SCHEMA = {"format": str, "version": str, "config": dict, "model_config": dict, "model": dict,
                      "optimizer": dict, "chains": torch.Tensor, "layer": int, "iteration": int,
                      "langevin_steps_done": int, "seconds": float, "mean": torch.Tensor}
+# Optional in a model file: what model files of earlier versions do not have.
+CHECKPOINT_OPTIONAL = {"start_kernel": torch.Tensor}
 CHAINS_FORMAT = "tritongcn.chains"
 CHAINS_SCHEMA = {"format": str, "x": torch.Tensor, "steps": torch.Tensor, "boundary": str, "step_size": float,
                  "sigma": float, "seed": int, "first_chain": int, "total_chains": int, "precision": str}
+# Bounded chains: the colour subtracted from them.
+CHAINS_OPTIONAL = {"mean": torch.Tensor}
 
 
 def _version_tuple(version: str) -> tuple:
@@ -313,7 +317,13 @@ def load_checkpoint(path, fmt: str = CHECKPOINT_FORMAT) -> dict:
         if newer:
             raise InputError(f"{path}: written by tritongcn {state['version']}, newer than this {__version__}; "
                              "upgrade tritongcn to read it")
-    tensors = state["model"].values() if fmt == CHECKPOINT_FORMAT else [state["x"]]
+    optional = CHECKPOINT_OPTIONAL if fmt == CHECKPOINT_FORMAT else CHAINS_OPTIONAL
+    for key, kind in optional.items():
+        if key in state and not isinstance(state[key], kind):
+            raise InputError(f"{path}: damaged {what} file ({key!r} should be {kind.__name__}, is "
+                             f"{type(state[key]).__name__})")
+    tensors = list(state["model"].values()) if fmt == CHECKPOINT_FORMAT else [state["x"]]
+    tensors += [state[key] for key, kind in optional.items() if key in state and kind is torch.Tensor]
     if not all(isinstance(t, torch.Tensor) and torch.isfinite(t).all() for t in tensors):
         raise InputError(f"{path}: damaged {what} file (values that are not finite tensors)")
     return state

@@ -1,8 +1,16 @@
 """Learning the generative ConvNet by maximum likelihood (Algorithm 1 of the paper).
 
-Each iteration advances persistent synthesized chains by L Langevin steps under the current weights, then
-moves the weights along mean_obs df/dw - mean_syn df/dw: the observed images' score goes up and the
-synthesized images' score goes down until the model's samples match the data's statistics.
+Each iteration advances the synthesized chains by L Langevin steps under the current weights, then moves
+the weights along mean_obs df/dw - mean_syn df/dw: the observed images' score goes up and the synthesized
+images' score goes down until the model's samples match the data's statistics.
+
+The chains are what the model is judged by, so they must be what its own sampler makes. Chains that
+persist for the whole run follow a moving model and hide that its equilibrium is not the data (Nijkamp et
+al., AAAI 2020): fresh chains of such a model drift elsewhere. Here each learning chain lives `lifetime`
+iterations and then starts again from the sampler's start, staggered so that at every iteration the
+model sees chains of every age from newborn to as old as a fresh sample, plus `persistent_chains` that
+never restart and show where long runs go. The learning rate decays at the end, so the last chains are
+drawn from a model that has stopped moving.
 """
 
 import dataclasses
@@ -11,11 +19,12 @@ import time
 
 import torch
 
-from .config import LearnConfig, image_sample_size
+from .config import LearnConfig, image_sample_size, learning_chain_size
 from .autoencoder import reconstruct, reconstruction_error
 from .model import OBJECT_LAYERS, GenerativeConvNet, resolve_precision
-from .chains import ChainBank
+from .chains import ChainBank, sampler_bank
 from .distributed import World, all_reduce_sum
+from .starts import spectrum_kernel
 
 
 def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str = "zero", activity=None
@@ -32,6 +41,7 @@ def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str 
     for top in model.relu_responses(x, boundary):
         if activity is not None:
             activity.append((top > 0).float().mean().item())
+    top = top.float()  # summed in float32 when the convolutions ran in bfloat16
     if model.top == "fc":  # one number per image already: the top filter covers the whole map
         return model.top_score(top).mean()
     _, _, h, w = top.shape
@@ -41,6 +51,13 @@ def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str 
 # A layer with fewer active units than this share on the observed images is silent: learning through it
 # has stopped (see Learner._regrow_silent_layer). A healthy layer keeps a few percent at least.
 SILENT_SHARE = 1e-4
+# A layer regrown this many times has gone silent at every step size tried (down to 1/16 of the
+# configured one): the data give it nothing to learn, and the run stops instead of trying forever.
+MAX_REGROWTHS = 4
+
+
+class LearningFailed(RuntimeError):
+    """Learning cannot go on; the message says why and what to change."""
 
 
 def data_boundary(config: LearnConfig, model: GenerativeConvNet) -> str:
@@ -83,13 +100,15 @@ class Learner:
                 model = GenerativeConvNet.texture(channels, generator=generator)
             if config.layers > len(model.layers):
                 raise ValueError(f"the {config.model} net has {len(model.layers)} layers, asked for {config.layers}")
-            # Maximum likelihood grows the layers one at a time; contrastive divergence learns them at once.
-            model.depth = config.layers if config.cd_steps else 1
+            # The release grows the layers one at a time; the default learns them all at once.
+            model.depth = 1 if self.grows(config) else config.layers
         self.model = model.to(self.device)
-        if not config.sample_size:  # the training images' side, which model.pt then records
-            stride = self.model.total_stride(len(self.model.layers))
-            self.config = config = dataclasses.replace(
-                config, sample_size=image_sample_size(min(self.observed.shape[-2:]), stride))
+        stride = self.model.total_stride(len(self.model.layers))
+        side, field = min(self.observed.shape[-2:]), self.model.receptive_field(config.layers)
+        # The sizes the rules give are what model.pt records and `sample` draws at.
+        self.config = config = dataclasses.replace(
+            config, sample_size=config.sample_size or image_sample_size(side, stride),
+            chain_size=config.chain_size or learning_chain_size(side, stride, field))
         self.project_filters()
         self.optimizer = self._make_optimizer()
         # Periodic chains have no border, so the data are scored by their interior only ("valid"): both
@@ -110,19 +129,27 @@ class Learner:
             raise ValueError(f"{total} {what} cannot be split between {self.world.size} processes")
         self.share = count / total  # this shard's weight in the mean over all chains
         self.restart = self.observed[first:first + count] if config.cd_steps else None
-        # ML chains start at 0, the mean image (the data are mean-subtracted); CD chains at the data.
-        shape = self.observed.shape[1:] if same_as_data else (channels, config.sample_size, config.sample_size)
+        # The data's spectrum, for chains that start as random-phase noise; model.pt keeps it for `sample`.
+        self.start_kernel = spectrum_kernel(self.observed)
+        # ML chains start where the sampler's do (the data are mean-subtracted); CD chains at the data.
+        shape = self.observed.shape[1:] if same_as_data else (channels, config.chain_size, config.chain_size)
         self.bank = ChainBank(self.model, count, shape, boundary=self.chain_boundary, step_size=config.step_size,
                               sigma=config.sigma, seed=config.seed, backend=config.backend, device=self.device,
                               first_chain=first, total_chains=total, precision=config.precision,
-                              images=self.restart)
-        self.layer = self.model.depth  # layer being grown, 1-based
+                              images=self.restart, init=config.start, start_kernel=self.start_kernel,
+                              mean=self.mean if config.bounded else None)
+        self.layer = self.model.depth  # layer being grown, 1-based (the top layer when all learn at once)
         self.iteration = 0  # iterations done in the current layer
         self.seconds = 0.0  # time spent in iterations so far
         # Silent-layer rescue (see `_regrow_silent_layer`): each layer's step, as a fraction of the
         # configured one, and the active parameters as they were when the current layer started.
         self.step_scale = [1.0] * len(self.model.layers)
         self.layer_start = None
+
+    @staticmethod
+    def grows(config: LearnConfig) -> bool:
+        """Whether the layers are switched on one at a time (the release) or learned at once."""
+        return config.grow_layers and not config.cd_steps
 
     @classmethod
     def from_images(cls, images: torch.Tensor, config: LearnConfig, world: World | None = None) -> "Learner":
@@ -152,8 +179,8 @@ class Learner:
             self.model.check_size(self.observed.shape, self.data_boundary)
             c = self.config
             if not c.cd_steps and self.model.top == "sum":
-                chains = (c.chains, self.observed.shape[1], c.sample_size, c.sample_size)
-                self.model.check_size(chains, self.chain_boundary)
+                for side in (c.chain_size, c.sample_size):
+                    self.model.check_size((c.chains, self.observed.shape[1], side, side), self.chain_boundary)
         finally:
             self.model.depth = depth
 
@@ -183,21 +210,39 @@ class Learner:
             weight.sub_(weight.mean(dim=(1, 2, 3), keepdim=True))
 
     def _set_learning_rate(self) -> None:
-        """Cosine decay from lr to lr * lr_final over each layer's iterations (biases at twice the rate).
+        """lr for the first `lr_decay_start` of each layer's iterations (of all, when the layers learn at
+        once), then a cosine decay to lr * lr_final (biases at twice the rate).
 
-        Meant to let the stochastic-approximation updates settle instead of circling the maximum-likelihood
-        point at the distance one clipped step carries them. Measured so far it does worse (bark and rose
-        with lr_final=0.1, bench/TUNING.md), so the default lr_final=1 keeps the release's constant rate.
+        Persistent chains and the weights are a stochastic approximation (Younes): with a constant rate
+        the weights keep circling the maximum-likelihood point and the chains keep chasing them, so the
+        last chains come from a moving model. The decay lets the model settle, and the chains that live
+        through it are samples of the model that is saved.
         """
         c = self.config
         progress = self.iteration / max(c.iterations - 1, 1)
-        factor = c.lr_final + (1 - c.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
+        decay = max(0.0, progress - c.lr_decay_start) / (1 - c.lr_decay_start)
+        factor = c.lr_final + (1 - c.lr_final) * 0.5 * (1 + math.cos(math.pi * decay))
         for group, scale in zip(self.optimizer.param_groups, (1.0, 2.0)):
             group["lr"] = c.lr * scale * factor
 
+    def iteration_costs(self) -> list:
+        """Relative cost of each iteration of the whole run, in order, for an honest estimate of the time
+        left: the multiply-adds of the active layers on one learning chain, plus the first layer's again
+        for what every iteration pays whatever its depth (the data, the update, Python). At depths 1, 2,
+        3 of the default recipe that is 1 : 2.2 : 2.3; measured, 1 : 2.5 : 2.6 (bench/README.md)."""
+        side, channels, macs = self.config.chain_size or self.config.sample_size, self.model.in_channels, []
+        for spec in self.model.layers[:self.config.layers]:
+            side = -(-side // spec.stride)
+            macs.append(spec.out_channels * channels * spec.kernel_size ** 2 * side * side)
+            channels = spec.out_channels
+        if not self.grows(self.config):
+            return [sum(macs) + macs[0]] * self.total_iterations
+        return [sum(macs[:depth]) + macs[0] for depth in range(1, self.config.layers + 1)
+                for _ in range(self.config.iterations)]
+
     @property
     def total_iterations(self) -> int:
-        return self.config.iterations * (1 if self.config.cd_steps else self.config.layers)
+        return self.config.iterations * (self.config.layers if self.grows(self.config) else 1)
 
     def step(self) -> dict:
         """One iteration: L Langevin steps on the chains, then one weight update."""
@@ -213,6 +258,8 @@ class Learner:
             all_reduce_sum([totals], self.world)  # the mean over every process's images
             record["reconstruction_error"] = round((totals[0] / totals[1]).item(), 5)
             self.bank.x.copy_(self.restart)  # the step counters run on, so no noise is drawn twice
+        else:
+            self.bank.restart(self._chains_to_restart())
         self.bank.advance(c.cd_steps or c.langevin_steps)
         # Chains that left the float range: counted here, judged after the all-reduce so that every
         # process stops at the same iteration.
@@ -221,10 +268,16 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         active_obs, active_syn = [], []  # share of active units per layer: where the images sit in the
         # model's piecewise-Gaussian partition, observed against synthesized
-        f_obs = per_position_score(self.model, self.observed, self.data_boundary, active_obs)
-        f_syn = per_position_score(self.model, self.chains, self.chain_boundary, active_syn)
+        # The weight gradient's convolutions in the sampler's precision: bfloat16 halves this pass on CPUs
+        # that multiply it natively (bench/README.md), and its rounding, about 0.4 % of each product, is
+        # small against the chains' noise in the gradient; the scores are summed in float32.
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.precision == "bfloat16"):
+            f_obs = per_position_score(self.model, self.observed, self.data_boundary, active_obs)
+            f_syn = per_position_score(self.model, self.chains, self.chain_boundary, active_syn)
         silent = [i for i, share in enumerate(active_obs) if share < SILENT_SHARE]
-        if silent and self.layer_start is not None:
+        # A layer is silent when its units are off on the data, not when overflowing weights make every
+        # response NaN: that is a divergence, reported below once every process has seen it.
+        if silent and self.layer_start is not None and torch.isfinite(f_obs):
             self._regrow_silent_layer(silent[0])
             record.update(regrown=silent[0] + 1, step_scale=self.step_scale[silent[0]])
             return self._record(f_obs.detach(), f_syn.detach(), 0.0, active_obs, active_syn, record, start)
@@ -262,6 +315,30 @@ class Learner:
 
         return self._record(f_obs, f_syn, grad_norm, active_obs, active_syn, record, start)
 
+    def _chains_to_restart(self) -> list:
+        """Indices (in this process's bank) of the chains whose life ends now: chain g of the whole bank,
+        past the `persistent_chains` that never restart, starts again whenever iteration + its phase is a
+        multiple of `lifetime`, the phases spread evenly so the chains' ages are too."""
+        c = self.config
+        done = self.iterations_done
+        mortal = self.bank.total_chains - c.persistent_chains
+        if not c.lifetime or mortal < 1 or done == 0:
+            return []
+        first = self.bank.first_chain
+        due = [g for g in range(max(first, c.persistent_chains), first + len(self.bank))
+               if (done + self._phase(g)) % c.lifetime == 0]
+        return [g - first for g in due]
+
+    def _phase(self, g: int) -> int:
+        """Where in its life cycle chain g of the whole bank is at iteration 0 (see _chains_to_restart)."""
+        c = self.config
+        return (g - c.persistent_chains) * c.lifetime // (self.bank.total_chains - c.persistent_chains)
+
+    @property
+    def iterations_done(self) -> int:
+        """Iterations run so far, over every layer."""
+        return (self.layer - 1) * self.config.iterations + self.iteration if self.grows(self.config) else self.iteration
+
     def _record(self, f_obs, f_syn, grad_norm, active_obs, active_syn, record, start) -> dict:
         """Count the iteration and describe it (the metrics.jsonl line)."""
         self.iteration += 1
@@ -284,6 +361,11 @@ class Learner:
         iteration counter runs on, so the run keeps its length; this iteration makes no update (its
         record has grad_norm 0 and names the layer `regrown`).
         """
+        if self.step_scale[index] <= 0.5 ** MAX_REGROWTHS:
+            raise LearningFailed(
+                f"layer {index + 1} went silent on the training images {MAX_REGROWTHS + 1} times, down to "
+                f"{self.step_scale[index]:g} of the step: nothing in the images keeps its units on (an image "
+                "without texture?); try fewer --layers or another image")
         for p, before in zip(self.model.active_parameters(), self.layer_start):
             p.copy_(before)
         self.step_scale[index] *= 0.5
@@ -327,4 +409,10 @@ class Learner:
                 "chains": self.chains.detach().cpu(), "layer": self.layer, "iteration": self.iteration,
                 "langevin_steps_done": self.langevin_steps_done, "seconds": self.seconds,
                 "mean": self.mean.clone(), "step_scale": list(self.step_scale),
-                "layer_start": self.layer_start}
+                "layer_start": self.layer_start, "start_kernel": self.start_kernel.clone()}
+
+    def fresh_bank(self, chains: int, seed: int = 0) -> ChainBank:
+        """`chains` new chains of the learned model, as `tritongcn sample` draws them by default: from
+        the sampler's start at the samples' size, none of them the learning chains."""
+        return sampler_bank(self.model, self.config, self.start_kernel, chains, seed=seed, device=self.device,
+                            mean=self.mean if self.config.bounded else None)

@@ -9,7 +9,8 @@ from .model import resolve_precision
 @torch.no_grad()
 def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float, seed: int = 0,
              backend: str = "auto", first_step: int = 0, boundary: str = "zero", chain_start: int = 0,
-             total_chains: int | None = None, precision: str = "auto") -> torch.Tensor:
+             total_chains: int | None = None, precision: str = "auto",
+             bounds: tuple | None = None) -> torch.Tensor:
     """Advance the chains `x` (N, C, H, W) by `steps` Langevin steps and return them (x is not modified).
 
     Noise counters: step t of chain n (of `total_chains`, default N) starts at
@@ -19,7 +20,9 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     one big batch would. `boundary="periodic"` samples on the torus (see GenerativeConvNet).
     `precision="bfloat16"` computes B(I) in bfloat16 (see GenerativeConvNet.grad_input); the chains and
     the update stay in float32. The default "auto" is bfloat16 on CPUs with native bfloat16 and float32
-    elsewhere (model.resolve_precision).
+    elsewhere (model.resolve_precision). `bounds` = (low, high), per channel (C,), keeps the chains in the
+    box of valid images after every step (projected Langevin dynamics: the model restricted to images
+    whose pixels lie in [0, 255], mean-subtracted); None leaves them unbounded.
     """
     if steps < 0 or step_size <= 0 or sigma <= 0:
         raise ValueError("langevin needs steps >= 0, step_size > 0 and sigma > 0")
@@ -29,9 +32,14 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
                          f"{total_chains}")
     precision = resolve_precision(precision, x.device, backend)
     x = x.detach().clone()
+    if bounds is not None:
+        low, high = (torch.as_tensor(b, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for b in bounds)
     chain_numel = x[0].numel() if x.shape[0] else 0
     for t in range(first_step, first_step + steps):
         grad_f = model.grad_input(x, backend=backend, boundary=boundary, precision=precision)
         offset = (t * total_chains + chain_start) * chain_numel
         langevin_update(x, grad_f, step_size, sigma, seed, offset=offset, out=x, backend=backend)
+        if bounds is not None:
+            torch.maximum(x, low, out=x)
+            torch.minimum(x, high, out=x)
     return x
