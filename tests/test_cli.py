@@ -10,7 +10,7 @@ from tritongcn import __version__
 from tritongcn.cli import main
 
 TINY = ["--image-size", "40", "--sample-size", "36", "--chains", "3", "--iterations", "2",
-        "--langevin-steps", "2"]
+        "--langevin-steps", "2", "--sample-steps", "3"]
 
 
 def _texture(path, size=48, colour=True):
@@ -37,11 +37,18 @@ def test_tiny_learn_writes_every_output(tmp_path, colour, mode):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
+    # Not a terminal: plain progress lines, the last at 100 % (3 layers grown, 2 iterations each), and
+    # the time it all took.
+    assert "learning (" in result.output and "6/6 (100%)" in result.output and "done in" in result.output
 
+    # Four new samples of the learned model at --sample-size, not the learning chains.
     samples = sorted((out / "samples").iterdir())
-    assert [p.name for p in samples] == ["0000.png", "0001.png", "0002.png"]
+    assert [p.name for p in samples] == ["0000.png", "0001.png", "0002.png", "0003.png"]
     with Image.open(samples[0]) as im:
         assert im.mode == mode and im.size == (36, 36)
+    with Image.open(out / "chains.png") as im:  # the learning chains: 3 of 33 px, the receptive field
+        assert im.mode == mode and im.width > 2 * 33
+    assert not (out / "preview.png").exists()
     with Image.open(out / "grid.png") as im:
         # The training image, then two panels of 2 x 2 cells of 36 px: samples and real crops.
         assert im.mode == mode and im.width > 40 + 2 * (2 * 36) and im.height >= 40
@@ -51,8 +58,7 @@ def test_tiny_learn_writes_every_output(tmp_path, colour, mode):
         assert im.mode == mode and im.width > 15 * 4 and im.height > 15 * 4
 
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(records) == 2 * 3  # iterations per layer x layers
-    assert [r["layer"] for r in records] == [1, 1, 2, 2, 3, 3]
+    assert [r["layer"] for r in records] == [1, 1, 2, 2, 3, 3]  # grown one at a time
     for r in records:
         assert {"layer", "iteration", "f_obs", "f_syn", "gap", "grad_norm", "seconds"} <= set(r)
         assert r["gap"] == pytest.approx(r["f_obs"] - r["f_syn"], rel=1e-5, abs=1e-6)
@@ -62,7 +68,8 @@ def test_tiny_learn_writes_every_output(tmp_path, colour, mode):
 
     state = torch.load(out / "model.pt", weights_only=True)
     assert state["version"] == __version__
-    assert state["config"]["chains"] == 3 and state["chains"].shape == (3, 1 if not colour else 3, 36, 36)
+    assert state["config"]["chains"] == 3 and state["chains"].shape == (3, 1 if not colour else 3, 33, 33)
+    assert state["start_kernel"].shape[:2] == ((1, 1) if not colour else (3, 3))
     assert {"model", "optimizer", "model_config", "mean"} <= set(state)
     assert state["model"]["convs.0.weight"].shape == (100, 1 if not colour else 3, 15, 15)
 
@@ -182,8 +189,10 @@ def test_a_device_that_cannot_run_is_a_usage_error(tmp_path):
 def test_divergence_stops_with_a_one_line_message(tmp_path):
     image = _texture(tmp_path / "tex.png")
     out = tmp_path / "run"
-    # A learning rate of 1e30 moves the clipped weights by 2e31 per entry: the scores overflow at once.
-    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--lr", "1e30"])
+    # A learning rate of 1e30 moves the weights by up to 2e31 per step (the clipped gradient's largest entry
+    # is 20): the scores overflow within a few iterations.
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--lr", "1e30",
+                                       "--iterations", "6"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "diverged" in errors[0] and "--lr" in errors[0]
@@ -209,15 +218,15 @@ def test_learn_scores_its_samples_into_eval_json(tmp_path):
     image = _texture(tmp_path / "tex.png", size=64)
     out = tmp_path / "run"
     args = ["learn", str(image), "--out", str(out), "--image-size", "64", "--sample-size", "36",
-            "--chains", "2", "--iterations", "1", "--langevin-steps", "1"]
+            "--chains", "2", "--iterations", "1", "--langevin-steps", "1", "--sample-steps", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     figures = json.loads((out / "eval.json").read_text())
     assert figures["crop"] == 32  # the samples' 36 px and half the 64 px image, down to a multiple of 8
-    for name in ("samples", "real_crops", "random_phase", "white_noise"):
+    for name in ("samples", "learning_chains", "real_crops", "random_phase", "white_noise"):
         assert figures[name]["patch_swd"] > 0
     assert figures["real_crops"]["patch_swd"] < figures["white_noise"]["patch_swd"]
-    assert "eval: patch_swd" in result.output
+    assert "eval, samples: patch_swd" in result.output and "eval, learning chains: patch_swd" in result.output
 
 
 def test_learn_from_a_folder_by_contrastive_divergence(tmp_path):

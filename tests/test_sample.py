@@ -88,3 +88,21 @@ def test_periodic_sizes_are_rounded_to_the_stride(model_path, tmp_path):
                                        "--chains", "1", "--steps", "1"])
     assert result.exit_code == 0, result.output
     assert "sampling at 36 px" in result.output
+
+
+def test_samples_start_where_the_models_learning_chains_started(model_path, tmp_path):
+    state = torch.load(model_path, weights_only=True)
+    assert state["config"]["start"] == "spectrum" and state["config"]["sample_steps"] == 3
+    out = tmp_path / "s"
+    result = _sample(model_path, out, "--chains", "2")
+    assert result.exit_code == 0 and "from spectrum" in result.output
+    assert json.loads((out / "stats.json").read_text())["steps"] == 3  # the model's own default
+    # A model file without the training image's spectrum (tritongcn before 0.2.0) samples from the
+    # mean image by default and refuses the spectrum start with a reason.
+    del state["start_kernel"], state["config"]["start"]
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    result = _sample(old, tmp_path / "o", "--chains", "2", "--steps", "1")
+    assert result.exit_code == 0 and "from zero" in result.output
+    result = _sample(old, tmp_path / "o2", "--chains", "2", "--init", "spectrum")
+    assert result.exit_code == 1 and "no spectrum" in result.output

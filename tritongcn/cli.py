@@ -10,7 +10,9 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import PRECISION_CHOICES, LearnConfig, image_sample_size
+from .config import (HIGH, PRECISION_CHOICES, QUALITIES, RELEASE, STARTS, LearnConfig, image_sample_size,
+                     learning_chain_size, recipe)
+from .progress import Progress, format_seconds
 
 DEFAULTS = LearnConfig().to_dict()
 
@@ -29,6 +31,13 @@ def main():
     """Learn generative ConvNets from a few images and sample from them."""
 
 
+def _preset_help(name: str, text: str) -> str:
+    """An option's help with its default, and the other recipes' where they differ."""
+    others = [f"{value} with --{label}" for label, value in
+              (("quality high", HIGH.get(name)), ("model object or --cd", RELEASE.get(name))) if value is not None]
+    return f"{text} [default: {DEFAULTS[name]}{'; ' + '; '.join(others) if others else ''}]"
+
+
 @main.command()
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -37,27 +46,40 @@ def main():
               show_default=True, help="texture: f sums the top layer's responses, samples of any size; "
                                       "object: the paper's object net (100 x 7x7 stride 2, 64 x 5x5, "
                                       "20 x 3x3) with one top filter over the whole map, for a folder of "
-                                      "aligned images; samples are the images' size, with zero padding.")
+                                      "aligned images; samples are the images' size, with zero padding; "
+                                      "learned by the release's recipe.")
+@click.option("--quality", type=click.Choice(QUALITIES), default="default", show_default=True,
+              help="The texture recipe: default (about 2 minutes for a 224 px texture on a 2-core CPU) or "
+                   "high (longer, more chains; bench/TUNING.md). The options below override it.")
 @click.option("--image-size", type=click.IntRange(8, 4096), default=None,
               help="Training images: shorter side resized to this, then a centred square crop [default: "
                    f"{DEFAULTS['image_size']} for textures; the images' smallest side for objects].")
 @click.option("--sample-size", type=click.IntRange(8, 4096), default=None,
-              help="Side of the synthesized images (textures) [default: --image-size, rounded up to a "
-                   "multiple of the net's total stride (225 for 224)].")
-@click.option("--chains", type=click.IntRange(1, 1 << 20), default=DEFAULTS["chains"], show_default=True,
-              help="Persistent Langevin chains (samples).")
-@click.option("--langevin-steps", type=click.IntRange(1, 10000), default=DEFAULTS["langevin_steps"],
-              show_default=True, help="Langevin steps between weight updates (L).")
-@click.option("--step-size", type=float, default=DEFAULTS["step_size"], show_default=True,
-              callback=_positive_float, help="Langevin step size eps, on the [0, 255] pixel scale.")
+              help="Side of the samples drawn at the end and by `sample` (textures) [default: --image-size, "
+                   "rounded up to a multiple of the net's total stride (225 for 224)].")
+@click.option("--chain-size", type=click.IntRange(8, 4096), default=None,
+              help="Side of the learning chains (textures) [default: half --image-size, rounded up to the "
+                   "stride (114 for 224)].")
+@click.option("--chains", type=click.IntRange(1, 1 << 20), default=None,
+              help=_preset_help("chains", "Learning chains."))
+@click.option("--langevin-steps", type=click.IntRange(1, 10000), default=None,
+              help=_preset_help("langevin_steps", "Langevin steps between weight updates (L)."))
+@click.option("--step-size", type=float, default=None, callback=_positive_float,
+              help=_preset_help("step_size", "Langevin step size eps, on the [0, 255] pixel scale."))
 @click.option("--sigma", type=float, default=DEFAULTS["sigma"], show_default=True, callback=_positive_float,
               help="Standard deviation of the Gaussian reference distribution.")
-@click.option("--iterations", type=click.IntRange(1, 10**7), default=DEFAULTS["iterations"],
-              show_default=True, help="Weight updates per grown layer.")
+@click.option("--iterations", type=click.IntRange(1, 10**7), default=None,
+              help=_preset_help("iterations", "Weight updates per grown layer (in all with --cd)."))
+@click.option("--start", type=click.Choice(STARTS), default=None,
+              help=_preset_help("start", "Where chains start: the mean image (zero), white noise, or "
+                                         "random-phase noise with the training image's spectrum."))
+@click.option("--sample-steps", type=click.IntRange(1, 10**6), default=None,
+              help=_preset_help("sample_steps", "Langevin steps of the samples drawn at the end (and "
+                                                "`sample`'s default)."))
 @click.option("--layers", type=click.IntRange(1, 3), default=DEFAULTS["layers"], show_default=True,
-              help="Layers of the texture net, grown one at a time.")
-@click.option("--lr", type=float, default=DEFAULTS["lr"], show_default=True, callback=_positive_float,
-              help="Learning rate.")
+              help="Layers of the net.")
+@click.option("--lr", type=float, default=None, callback=_positive_float,
+              help=_preset_help("lr", "Learning rate (biases twice it)."))
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=DEFAULTS["seed"], show_default=True,
               help="Seed of the initial weights and the Langevin noise.")
 @click.option("--periodic/--zero-padding", default=DEFAULTS["periodic"], show_default=True,
@@ -66,25 +88,26 @@ def main():
 @click.option("--device", default="auto", show_default=True,
               help="Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=DEFAULTS["precision"],
-              show_default=True, help="Precision of the sampler's convolutions (the chains stay float32); "
-                                      "auto: bfloat16 on CPUs with native bfloat16 (AMX, AVX512-BF16), "
-                                      "else float32.")
+              show_default=True, help="Precision of the sampler's convolutions and the weight gradient (the "
+                                      "chains stay float32); auto: bfloat16 on CPUs with native bfloat16 "
+                                      "(AMX, AVX512-BF16), else float32.")
 @click.option("--cd", "cd_steps", type=click.IntRange(0, 10000), default=DEFAULTS["cd_steps"],
               show_default=True, help="k-step contrastive divergence: one chain per training image, restarted "
                                       "from it at every iteration for k Langevin steps (--chains, "
-                                      "--langevin-steps and --sample-size do not apply), all layers learned "
-                                      "at once, --iterations in all (0: maximum likelihood with persistent "
-                                      "chains, layers grown one at a time).")
+                                      "--langevin-steps and --chain-size do not apply), all layers learned "
+                                      "at once, by the release's recipe (0: maximum likelihood).")
 @click.option("--checkpoint-every", type=click.IntRange(1, 10**7), default=50, show_default=True,
-              help="Save a resumable checkpoint (--out/checkpoint.pt) every this many iterations.")
+              help="Save a resumable checkpoint (--out/checkpoint.pt) and a preview of the learning chains "
+                   "(--out/preview.png) every this many iterations.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its checkpoint.pt, "
                                              "with that run's settings (the options given now are not used).")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
-def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_steps, step_size, sigma,
-          iterations, layers, lr, seed, periodic, device, precision, cd_steps, checkpoint_every, resume,
-          overwrite):
-    """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE) and write samples, a grid, metrics,
-    the first layer's filters and the model to --out.
+def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_size, chains, langevin_steps,
+          step_size, sigma, iterations, start, sample_steps, layers, lr, seed, periodic, device, precision,
+          cd_steps, checkpoint_every, resume, overwrite):
+    """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE), then draw new samples from it as
+    `tritongcn sample` does, and write them, a grid, metrics, the first layer's filters and the model
+    to --out.
 
     Ctrl-C or SIGTERM saves a checkpoint at the end of the current iteration and exits with 130; run the
     same command with --resume to continue: on the CPU the result is the one an uninterrupted run gives.
@@ -97,6 +120,7 @@ def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_
     from .learn import Learner
     from .model import OBJECT_LAYERS, TEXTURE_LAYERS, GenerativeConvNet
 
+    run_start = time.perf_counter()
     out_dir = out_dir or Path("runs") / image.stem
     checkpoint_path = out_dir / "checkpoint.pt"
     if resume and overwrite:
@@ -117,10 +141,7 @@ def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_
             raise click.ClickException(str(err)) from None
         # The interrupted run's settings, so that it ends as it would have.
         c = LearnConfig.from_dict(saved["config"])
-        model_kind, image_size, sample_size, chains = c.model, c.image_size, c.sample_size, c.chains
-        langevin_steps, step_size, sigma, iterations, layers = c.langevin_steps, c.step_size, c.sigma, \
-            c.iterations, c.layers
-        lr, seed, periodic, precision, cd_steps = c.lr, c.seed, c.periodic, c.precision, c.cd_steps
+        model_kind, image_size, cd_steps, layers, periodic = c.model, c.image_size, c.cd_steps, c.layers, c.periodic
     try:
         paths = _image_paths([image]) if image.is_dir() else [image]
         if not paths:
@@ -141,27 +162,35 @@ def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_
     field = geometry.receptive_field()
     stride = geometry.total_stride()
     sample_size = sample_size or image_sample_size(image_size, stride)
+    chain_size = chain_size or learning_chain_size(image_size, stride, field)
     for path, raw in zip(paths, raws):
         if min(raw.shape[:2]) < field:
             raise click.ClickException(
                 f"{path}: {raw.shape[1]}x{raw.shape[0]} pixels is smaller than the net's receptive field "
                 f"({field}x{field} for {layers} layers); use a larger image or fewer --layers")
-    for name, size in (("--image-size", image_size), ("--sample-size", image_size if is_object else sample_size)):
+    sizes = [("--image-size", image_size)]
+    if not (is_object or cd_steps):
+        sizes += [("--sample-size", sample_size), ("--chain-size", chain_size)]
+    for name, size in sizes:
         if size < field:
             raise click.ClickException(f"{name} {size} is smaller than the receptive field ({field} px)")
-    if periodic and sample_size % stride and not (cd_steps or is_object):
-        raise click.BadParameter(f"{sample_size} is not a multiple of the net's total stride {stride}, "
-                                 f"which periodic samples need (try {sample_size // stride * stride})",
-                                 param_hint="--sample-size")
+        if name != "--image-size" and periodic and size % stride:
+            raise click.BadParameter(f"{size} is not a multiple of the net's total stride {stride}, "
+                                     f"which periodic chains need (try {size // stride * stride})",
+                                     param_hint=name)
     device = _usable_device(device)
 
-    config = LearnConfig(image_size=image_size, sample_size=image_size if is_object else sample_size,
-                         chains=chains, langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
-                         iterations=iterations, layers=layers, lr=lr, seed=seed,
-                         periodic=periodic and not is_object, device=device, precision=precision,
+    given = dict(chains=chains, langevin_steps=langevin_steps, step_size=step_size, iterations=iterations,
+                 start=start, sample_steps=sample_steps, lr=lr)
+    config = LearnConfig(**{**recipe(model_kind, quality, cd_steps),
+                            **{name: value for name, value in given.items() if value is not None}},
+                         image_size=image_size, sample_size=image_size if is_object else sample_size,
+                         chain_size=image_size if is_object else chain_size, sigma=sigma, layers=layers,
+                         seed=seed, periodic=periodic and not is_object, device=device, precision=precision,
                          cd_steps=cd_steps, model=model_kind)
     if saved is not None:  # every setting of the interrupted run, the ones without an option too
         config = dataclasses.replace(LearnConfig.from_dict(saved["config"]), device=device)
+        click.echo(f"resuming {checkpoint_path} with its own settings: {_settings_line(config)}")
     images = torch.stack([preprocess(raw, image_size) for raw in raws])
     world = init_world(torch.device(device))
     try:
@@ -184,7 +213,6 @@ def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_
             raise click.ClickException(f"cannot create the output folder {out_dir}: {err.strerror or err}")
         if overwrite:  # an interrupted run's checkpoint must not outlive the run that replaces it
             checkpoint_path.unlink(missing_ok=True)
-    start = time.perf_counter()
     metrics_file = open(out_dir / "metrics.jsonl", "w") if world.is_main else io.StringIO()
     for record in records:  # a resumed run's history up to its checkpoint
         metrics_file.write(json.dumps(record) + "\n")
@@ -195,20 +223,28 @@ def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_
         state["chains"] = torch.cat(gather_objects(state["chains"], world))
         if world.is_main:
             save_checkpoint(state, path)
+            _save_preview(learner, state["chains"], out_dir / "preview.png")
 
-    quiet = None if world.is_main else io.StringIO()  # one progress bar, the first process's
-    label = f"learning ({learner.config.precision})"
+    quiet = None if world.is_main else io.StringIO()  # one progress display, the first process's
+    if world.is_main and saved is None:
+        click.echo(f"learning {learner.model.in_channels}-channel {image_size} px "
+                   f"{'images' if len(images) > 1 else 'texture'}: {_settings_line(learner.config)}")
+    watch = _LearningWatch()
     with metrics_file, stop_requests() as stop, \
-            click.progressbar(length=learner.total_iterations, label=label, show_eta=True,
-                              item_show_func=lambda r: r, file=quiet) as bar:
-        bar.update(len(records))
+            Progress(learner.total_iterations, f"learning ({learner.config.precision})", file=quiet,
+                     costs=learner.iteration_costs()) as bar:
+        bar.skip(len(records))
         for record in _checked(learner.run(), checkpoint_path):
             records.append(record)
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
             recon = f" recon {record['reconstruction_error']:.3f}" if "reconstruction_error" in record else ""
-            bar.update(1, f"layer {record['layer']}/{layers} it {record['iteration']}/{iterations} "
-                          f"gap {record['gap']:+.3g}{recon} {record['seconds']:.0f}s")
+            layer_text = f"layer {record['layer']}/{layers} " if Learner.grows(learner.config) else ""
+            bar.update(1, f"{layer_text}it {record['iteration']}/{learner.config.iterations} "
+                          f"gap {record['gap']:+.3g}{recon}")
+            if world.is_main:
+                for warning in watch(record):
+                    click.echo(f"\nwarning: {warning}", err=True)
             if _stop_everywhere(stop, world, learner.device):
                 save(checkpoint_path)
                 if world.is_main:
@@ -219,21 +255,87 @@ def learn(image, out_dir, model_kind, image_size, sample_size, chains, langevin_
                 raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE)
             if len(records) % checkpoint_every == 0 and len(records) < learner.total_iterations:
                 save(checkpoint_path)
-    # The chains of every process, in bank order, for the outputs the first process writes.
-    samples = torch.cat(gather_objects(learner.samples(), world))
+    learned_in = time.perf_counter() - run_start
+    # The learning chains of every process, in bank order.
+    chains = torch.cat(gather_objects(learner.samples(), world))
     state = learner.state_dict()
     state["chains"] = torch.cat(gather_objects(state["chains"], world))
     finish(world)
     if not world.is_main:
         return
-    _write_outputs(out_dir, learner.config.seed, state, images, samples, records)
+    # The product is the model: its samples are new chains drawn as `tritongcn sample` draws them. A
+    # contrastive divergence model has no sampler from scratch; its samples are its chains.
+    samples = chains if config.cd_steps else _fresh_samples(learner)
+    _write_outputs(out_dir, learner.config.seed, state, images, samples, chains, records)
     checkpoint_path.unlink(missing_ok=True)  # model.pt holds the same state, finished
     if len(images) == 1:
-        _evaluate_run(out_dir, images[0], samples)
+        _evaluate_run(out_dir, images[0], samples, None if config.cd_steps else chains)
     else:
         click.echo("no eval.json: its texture figures compare samples with a single training image")
-    elapsed = time.perf_counter() - start
-    click.echo(f"done in {elapsed:.0f}s: {out_dir}/grid.png, {out_dir}/samples/, {out_dir}/model.pt")
+    click.echo(f"done in {format_seconds(time.perf_counter() - run_start)} (learning "
+               f"{format_seconds(learned_in)}): {out_dir}/grid.png, {out_dir}/samples/, {out_dir}/model.pt")
+
+
+SAMPLES_DRAWN = 4  # new samples `learn` draws from the learned model for samples/, grid.png and eval.json
+
+
+def _fresh_samples(learner) -> "torch.Tensor":
+    """SAMPLES_DRAWN new chains of the learned model, drawn as `tritongcn sample` does by default, as
+    images in [0, 255]."""
+    steps = learner.config.sample_steps
+    bank = learner.fresh_bank(SAMPLES_DRAWN)
+    bank.notify = _note
+    size = bank.shape[-1]
+    with Progress(steps * len(bank), f"sampling {len(bank)} new chains of {size} px") as bar:
+        bank.advance(steps, lambda done: bar.update(done * steps))
+    return (bank.x.cpu() + learner.mean.view(1, -1, 1, 1)).clamp(0, 255)
+
+
+def _settings_line(config) -> str:
+    """The recipe of a run in one line."""
+    how = "layers grown one at a time" if config.grow_layers and not config.cd_steps else "all layers at once"
+    if config.cd_steps:
+        chains = f"{config.cd_steps}-step contrastive divergence"
+    else:
+        chains = (f"{config.chains} chains of {config.chain_size} px from {config.start}, "
+                  f"{config.langevin_steps} Langevin steps of {config.step_size:g} per update")
+    return (f"{config.layers} layers ({how}), {config.iterations} iterations, {config.optimizer} lr "
+            f"{config.lr:g}, {chains}")
+
+
+class _LearningWatch:
+    """What a user should hear of while learning runs: a layer regrown after going silent, and a gap that
+    swings from sign to sign at every iteration (the step is too large for the layer). Each once."""
+
+    WINDOW = 12  # iterations looked at for a swing
+
+    def __init__(self):
+        self.gaps, self.warned = [], set()
+
+    def __call__(self, record) -> list:
+        warnings = []
+        if "regrown" in record:
+            warnings.append(f"layer {record['regrown']} went silent on the training image (no unit active) and "
+                            f"is learned again from its first weights at {record['step_scale']:g} of the step")
+        self.gaps = (self.gaps + [(record["gap"], record["f_obs"])])[-self.WINDOW:]
+        gaps = [g for g, _ in self.gaps]
+        flips = sum(a * b < 0 for a, b in zip(gaps, gaps[1:]))
+        scale = sum(abs(f) for _, f in self.gaps) / len(self.gaps)
+        swing = sum(abs(g) for g in gaps) / len(gaps)
+        layer = record["layer"]
+        if len(gaps) == self.WINDOW and flips == self.WINDOW - 1 and swing > 0.05 * scale and layer not in self.warned:
+            self.warned.add(layer)
+            warnings.append(f"the gap swings between {min(gaps):+.3g} and {max(gaps):+.3g} from one iteration to "
+                            f"the next (layer {layer}): the step is too large for it; a smaller --lr may learn "
+                            "better")
+        return warnings
+
+
+def _save_preview(learner, chains, path) -> None:
+    """The learning chains so far as one contact sheet, in [0, 255]."""
+    from .io import contact_sheet, save_png
+
+    save_png(contact_sheet((chains + learner.mean.view(1, -1, 1, 1)).clamp(0, 255)), path)
 
 
 def _note(message: str) -> None:
@@ -272,33 +374,44 @@ def _usable_device(device: str) -> str:
     return device
 
 
-def _evaluate_run(out_dir, training, samples) -> None:
-    """Score the final samples against the training image into eval.json (see `tritongcn eval`)."""
+def _evaluate_run(out_dir, training, samples, chains=None) -> None:
+    """Score the samples (and the learning chains, when given) against the training image into eval.json
+    (see `tritongcn eval`)."""
     from .evaluate import SMALLEST_CROP, evaluate, largest_crop, portilla_simoncelli_available
     from .io import save_json
 
-    if largest_crop(training.shape, samples.shape) < SMALLEST_CROP:
+    others = {} if chains is None else {"learning_chains": chains.round()}
+    if min(largest_crop(training.shape, s.shape) for s in [samples, *others.values()]) < SMALLEST_CROP:
         click.echo(f"no eval.json: samples or training image too small for {SMALLEST_CROP} px crops")
         return
-    result = evaluate(training, samples.round(), use_ps=portilla_simoncelli_available())
+    has_ps = portilla_simoncelli_available()
+    result = evaluate(training, samples.round(), use_ps=has_ps, others=others)
     save_json(result, out_dir / "eval.json", indent=2)
-    figures = ", ".join(f"{k} {result['samples'][k]:.3f} (real crops {result['real_crops'][k]:.3f}, "
-                        f"random-phase noise {result['random_phase'][k]:.3f})" for k in result["samples"])
-    click.echo(f"eval: {figures}")
+    for name in ("samples", *others):
+        figures = ", ".join(f"{k} {result[name][k]:.3f}" for k in result[name])
+        click.echo(f"eval, {name.replace('_', ' ')}: {figures}")
+    references = ", ".join(f"{k} {result['real_crops'][k]:.3f} / {result['random_phase'][k]:.3f}"
+                           for k in result["samples"])
+    click.echo(f"eval, real crops / random-phase noise: {references} (lower is better)")
+    if not has_ps:
+        click.echo("(no ps_z: it needs plenoptic, pip install 'tritongcn[eval]')")
 
 
 def _checked(records, checkpoint_path):
     """Learning records, with a divergence turned into a one-line error (metrics.jsonl keeps the history,
     and the last checkpoint, written before the bad iteration, stays as it was)."""
+    from .learn import LearningFailed
+
     try:
         yield from records
-    except (FloatingPointError, MemoryError) as err:
+    except (FloatingPointError, MemoryError, LearningFailed) as err:
         kept = f"; the last good state is in {checkpoint_path}" if checkpoint_path.exists() else ""
         raise click.ClickException(f"{err}{kept}") from None
 
 
-def _write_outputs(out_dir, seed, state, images, samples, records) -> None:
-    """`images` (M, C, H, W): the training images as learned from, in [0, 255]."""
+def _write_outputs(out_dir, seed, state, images, samples, chains, records) -> None:
+    """`images` (M, C, H, W): the training images as learned from; `samples` the model's new samples;
+    `chains` the learning chains; all in [0, 255]."""
     import numpy as np
     import torch
 
@@ -327,6 +440,8 @@ def _write_outputs(out_dir, seed, state, images, samples, records) -> None:
     save_png(make_grid(training, samples, real_crops, training_title=title), out_dir / "grid.png")
     draw_learning_curve(records, out_dir / "learning_curve.png")
     save_png(filter_sheet(state["model"]["convs.0.weight"]), out_dir / "filters.png")
+    save_png(contact_sheet(chains), out_dir / "chains.png")
+    (out_dir / "preview.png").unlink(missing_ok=True)  # chains.png is the last preview
     save_checkpoint(state, out_dir / "model.pt")
 
 
@@ -535,14 +650,17 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--chains", type=click.IntRange(1, 1 << 24), default=16, show_default=True,
               help="Number of chains (samples).")
-@click.option("--steps", type=click.IntRange(0, 10**7), default=300, show_default=True,
-              help="Langevin steps per chain in all (with --resume, the steps already taken count).")
+@click.option("--steps", type=click.IntRange(0, 10**7), default=None,
+              help="Langevin steps per chain in all (with --resume, the steps already taken count) [default: "
+                   "the model's sample_steps, the steps its own samples took at the end of `learn`: 300 for the default recipe].")
 @click.option("--size", type=click.IntRange(8, 16384), default=None,
               help="Side of the samples [default: the size the model was learned with].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder [default: the model's folder / samples-<size>].")
-@click.option("--init", type=click.Choice(["zero", "noise"]), default="zero", show_default=True,
-              help="Start the chains at the mean image or from N(0, sigma^2) noise around it.")
+@click.option("--init", type=click.Choice(STARTS), default=None,
+              help="Start the chains at the mean image (zero), from N(0, sigma^2) noise around it, or from "
+                   "random-phase noise with the training image's spectrum [default: where the model's "
+                   "learning chains started, spectrum for the default recipe].")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Seed of the starting noise and the Langevin noise.")
 @click.option("--step-size", type=float, default=None, callback=_positive_float,
@@ -568,15 +686,16 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
 @click.option("--overwrite", is_flag=True, help="Replace the samples of an earlier run in --out.")
 def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memory_budget, resume, save_every,
            fmt, gif, periodic, device, backend, precision, overwrite):
-    """Draw samples from a learned MODEL (model.pt of `tritongcn learn`) with persistent Langevin chains.
+    """Draw new samples from a learned MODEL (model.pt of `tritongcn learn`): chains that start where its
+    learning chains started and run its Langevin dynamics, by default for as many steps as the samples
+    `learn` drew at its end.
 
     Under `torchrun --nproc-per-node P` the chains are split between the P processes; each chain is the
     same as in a single-process run with the same seed.
     """
     import torch
 
-    from .chains import ChainBank
-    from .config import LearnConfig
+    from .chains import sampler_bank
     from .distributed import finish, init_world
     from .interrupts import INTERRUPTED_EXIT_CODE, stop_requests
 
@@ -588,8 +707,11 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
                                        "padding only (drop --size and --periodic)")
         size, periodic = model.image_size, False
     periodic = learned.periodic if periodic is None else periodic
-    boundary = "periodic" if periodic else "zero"
-    step_size = step_size or learned.step_size
+    steps = learned.sample_steps if steps is None else steps
+    init = init or learned.start
+    if init == "spectrum" and "start_kernel" not in state:
+        raise click.ClickException(f"{model_path} holds no spectrum of its training image (a model of "
+                                   "tritongcn before 0.2.0): use --init zero or --init noise")
     size = size or learned.sample_size
     stride = model.total_stride()
     if periodic and size % stride:
@@ -618,9 +740,10 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
                 click.echo(f"resuming in {bank.precision}, the precision the chains ran in (not {precision}), "
                            "so they continue exactly")
         else:
-            bank = ChainBank(model, count, shape, boundary=boundary, step_size=step_size, sigma=learned.sigma,
-                             seed=seed, init=init, memory_budget=memory_budget, backend=backend, device=device,
-                             first_chain=first, total_chains=chains, precision=precision)
+            bank = sampler_bank(model, learned, state.get("start_kernel"), count, size=size, seed=seed, init=init,
+                                step_size=step_size, periodic=periodic, memory_budget=memory_budget,
+                                backend=backend, device=device, first_chain=first, total_chains=chains,
+                                precision=precision, mean=state["mean"] if learned.bounded else None)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -633,11 +756,9 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
         frames.append(_frame(bank, mean, animated))
     start = time.perf_counter()
     done = 0
-    quiet = None if world.is_main else io.StringIO()  # one progress bar, the first process's
-    with stop_requests() as stop, \
-            click.progressbar(length=remaining * len(bank), label=f"sampling {chains} chains of {size} px "
-                              f"({bank.precision})", show_eta=True, item_show_func=lambda rate: rate,
-                              file=quiet) as bar:
+    quiet = None if world.is_main else io.StringIO()  # one progress display, the first process's
+    label = f"sampling {chains} {'chain' if chains == 1 else 'chains'} of {size} px from {init} ({bank.precision})"
+    with stop_requests() as stop, Progress(remaining * len(bank), label, file=quiet) as bar:
         while done < remaining:
             # Segments of about a second, so that Ctrl-C is answered soon (the chains do not depend on
             # how their steps are split), cut at the saving and animation points.
@@ -649,7 +770,7 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
 
             def progress(advanced, segment=segment):
                 bar.update(advanced * segment,
-                           f"{bar.pos * world.size / max(time.perf_counter() - start, 1e-9):.0f} chain-steps/s")
+                           f"{bar.done * world.size / max(time.perf_counter() - start, 1e-9):.0f} chain-steps/s")
 
             try:
                 bank.advance(segment, progress)
