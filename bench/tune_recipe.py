@@ -1,10 +1,12 @@
 """One learning run with given settings, timed and scored: a row of the recipe-tuning table.
 
-    python bench/tune_recipe.py TEXTURE [--threads N] [--set name=value ...]
+    python bench/tune_recipe.py TEXTURE [--threads N] [--set name=value ...] [--images DIR]
 
-Runs `Learner` with LearnConfig defaults overridden by --set, scores the final samples with
-`tritongcn.evaluate.evaluate` against the preprocessed texture, prints one line and appends it as JSON to
-bench/tuning.jsonl with the machine, versions and date.
+Runs `Learner` with LearnConfig defaults overridden by --set, then scores against the preprocessed
+texture (`tritongcn.evaluate`): the learning chains, four new chains drawn as `tritongcn sample` draws them
+(the model's start, its `sample_steps`), and the same new chains run four times as long. Prints one line
+and appends it as JSON to bench/tuning.jsonl with the machine, versions and date; with --images, writes
+the three sets there as contact sheets and as one tensor file, the learner's metrics and its model file.
 """
 
 import argparse
@@ -19,7 +21,12 @@ import torch
 import tritongcn
 from tritongcn.config import LearnConfig
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
-from tritongcn.io import load_image, preprocess
+from tritongcn.io import contact_sheet, load_image, preprocess, save_png
+
+from bench_langevin import cpu_name
+
+FRESH_CHAINS = 4  # as many as `tritongcn learn` draws
+LONGER = 4  # the new chains are scored again after this many times their default steps
 
 
 def _parse(assignments):
@@ -39,6 +46,7 @@ def main():
     parser.add_argument("texture")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--images", type=Path, default=None, help="write contact sheets of the chains here")
     parser.add_argument("--out", default=str(Path(__file__).with_name("tuning.jsonl")))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,14 +56,34 @@ def main():
     training = preprocess(load_image(args.texture), config.image_size)
     learner = tritongcn.Learner.from_images(training.unsqueeze(0), config)
     start = time.perf_counter()
-    for _ in learner.run():
-        pass
+    records = list(learner.run())
     seconds = time.perf_counter() - start
-    figures = evaluate(training, learner.samples().round(), use_ps=portilla_simoncelli_available())
+    mean = learner.mean.view(1, -1, 1, 1)
+    bank = learner.fresh_bank(FRESH_CHAINS)
+    start = time.perf_counter()
+    bank.advance(learner.config.sample_steps)
+    sample_seconds = time.perf_counter() - start
+    fresh = (bank.x.cpu() + mean).clamp(0, 255)
+    bank.advance((LONGER - 1) * learner.config.sample_steps)
+    longer = (bank.x.cpu() + mean).clamp(0, 255)
+    sets = {"learning_chains": learner.samples(), "samples": fresh, f"samples_x{LONGER}": longer}
+    figures = evaluate(training, fresh.round(), use_ps=portilla_simoncelli_available(),
+                       others={name: images.round() for name, images in sets.items() if name != "samples"})
+    name = Path(args.texture).stem
+    if args.images:
+        args.images.mkdir(parents=True, exist_ok=True)
+        tag = "_".join([name] + [f"{k}={v}" for k, v in overrides.items()])
+        for what, images in sets.items():
+            save_png(contact_sheet(images), args.images / f"{tag}_{what}.png")
+        torch.save({k: v.round().to(torch.uint8) for k, v in sets.items()}, args.images / f"{tag}.pt")
+        (args.images / f"{tag}.metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        from tritongcn.io import save_checkpoint
+        save_checkpoint(learner.state_dict(), args.images / f"{tag}.model.pt")
     record = {"bench": "tune_recipe", "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "texture": Path(args.texture).name, "settings": overrides, "threads": args.threads,
-              "torch": torch.__version__, "tritongcn": tritongcn.__version__, "seconds": round(seconds, 1),
-              "eval": {k: figures[k] for k in ("samples", "real_crops", "random_phase")}}
+              "cpu": cpu_name(), "torch": torch.__version__, "tritongcn": tritongcn.__version__,
+              "seconds": round(seconds, 1), "sample_seconds": round(sample_seconds, 1),
+              "eval": {k: figures[k] for k in (*sets, "real_crops", "random_phase")}}
     print(json.dumps(record))
     with open(args.out, "a") as f:
         f.write(json.dumps(record) + "\n")

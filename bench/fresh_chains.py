@@ -1,0 +1,117 @@
+"""Does a learned model's own sampler make the texture, and does it stay there? Texture figures of new
+chains against the number of Langevin steps, from each start.
+
+    python bench/fresh_chains.py MODEL TEXTURE [--steps 0,25,50,100,200,300,600,1200] [--chains 4]
+                                 [--starts zero,noise,spectrum,learned] [--plot PNG] [--label NAME]
+
+For each start (the mean image, N(0, sigma^2) noise, random-phase noise with the training image's
+spectrum, and the model's own learning chains continued), `--chains` chains at the model's sample size
+(the learning chains at theirs) are advanced with the model's Langevin step and scored by
+`tritongcn.evaluate` (patch_swd, ps_z; lower is better) at each step count. Rows are printed, appended as
+JSON to bench/fresh_chains.jsonl, and drawn as two panels (ps_z and patch_swd against steps) with the
+real crops' and random-phase noise's figures as horizontal lines.
+"""
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+
+import torch
+
+import tritongcn
+from tritongcn.chains import ChainBank, sampler_bank
+from tritongcn.config import LearnConfig
+from tritongcn.evaluate import evaluate, portilla_simoncelli_available
+from tritongcn.io import load_checkpoint, load_image, preprocess
+from tritongcn.model import GenerativeConvNet
+
+from bench_langevin import cpu_name
+
+
+def curves(state, model, training, starts, steps, chains, seed=1):
+    """{start: [(steps, figures)]} for the model file's state."""
+    config = LearnConfig.from_dict(state["config"])
+    mean = state["mean"].float().view(1, -1, 1, 1)
+    bounds = dict(mean=state["mean"]) if config.bounded else {}  # inside the image range, as learned
+    out = {}
+    for start in starts:
+        if start == "learned":
+            bank = ChainBank(model, len(state["chains"]), state["chains"].shape[1:], step_size=config.step_size,
+                             sigma=config.sigma, seed=seed, images=state["chains"],
+                             boundary="periodic" if config.periodic else "zero", **bounds)
+        else:
+            if start == "spectrum" and "start_kernel" not in state:
+                continue
+            bank = sampler_bank(model, config, state.get("start_kernel"), chains, seed=seed, init=start, **bounds)
+        rows, done = [], 0
+        for target in steps:
+            bank.advance(target - done)
+            done = target
+            images = (bank.x + mean).clamp(0, 255).round()
+            first = not out and not rows  # the references once: they do not depend on the chains
+            figures = evaluate(training, images, use_ps=portilla_simoncelli_available(), references=first)
+            rows.append((target, figures))
+            print(f"{start:>9} {target:>6} steps: " + ", ".join(f"{k} {v:.3f}" for k, v in figures["samples"].items()),
+                  flush=True)
+        out[start] = rows
+    return out
+
+
+def plot(results, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    any_rows = next(iter(results.values()))
+    metrics = list(any_rows[0][1]["samples"])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for start, rows in results.items():
+            ax.plot([max(s, 1) for s, _ in rows], [f["samples"][metric] for _, f in rows], marker="o", label=start)
+        reference = any_rows[0][1]  # the first row holds the references
+        for name, style in (("real_crops", ":"), ("random_phase", "--")):
+            ax.axhline(reference[name][metric], color="grey", linestyle=style, label=name.replace("_", " "))
+        ax.set_xscale("log")
+        ax.set_xlabel("Langevin steps (0 drawn at 1)")
+        ax.set_ylabel(f"{metric} (lower is better)")
+        ax.set_title(f"{title}: {metric}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("texture")
+    parser.add_argument("--steps", default="0,25,50,100,200,300,600,1200")
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--starts", default="zero,noise,spectrum,learned")
+    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--label", default=None, help="name of the model in the table and the plot")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("fresh_chains.jsonl")))
+    args = parser.parse_args()
+    state = load_checkpoint(args.model)
+    model = GenerativeConvNet.from_config(state["model_config"])
+    model.load_state_dict(state["model"])
+    config = LearnConfig.from_dict(state["config"])
+    training = preprocess(load_image(args.texture), config.image_size)
+    steps = sorted(int(s) for s in args.steps.split(","))
+    results = curves(state, model, training, args.starts.split(","), steps, args.chains)
+    label = args.label or args.model
+    record = {"bench": "fresh_chains", "date": datetime.datetime.now().isoformat(timespec="seconds"),
+              "model": label, "texture": Path(args.texture).name, "cpu": cpu_name(), "torch": torch.__version__,
+              "tritongcn": tritongcn.__version__, "chains": args.chains,
+              "curves": {start: [{"steps": s, **f["samples"]} for s, f in rows] for start, rows in results.items()},
+              "real_crops": next(iter(results.values()))[0][1]["real_crops"],
+              "random_phase": next(iter(results.values()))[0][1]["random_phase"]}
+    with open(args.out, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if args.plot:
+        plot(results, args.plot, f"{label}, {Path(args.texture).stem}")
+
+
+if __name__ == "__main__":
+    main()

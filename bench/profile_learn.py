@@ -1,0 +1,101 @@
+"""Where one learning iteration's time goes, for a recipe and each of its depths.
+
+    python bench/profile_learn.py TEXTURE [--iterations 10] [--recipe default|release] [--set name=value ...]
+
+Builds a `Learner` for the recipe (the LearnConfig defaults, or the release's settings of
+`tritongcn.config.RELEASE` at the training image's chain size), and for each depth it runs (the top one
+only when the layers learn at once) times, per iteration, medians over `--iterations`:
+- Langevin: the L steps of every chain (`ChainBank.advance`);
+- weight gradient: the scores of the data and the chains and their backward pass, in the precision the
+  learner runs it (`Learner.step` does the same), and in float32 (how it ran before bfloat16 autocast);
+- update: the optimiser step and the filter projection;
+- the whole `Learner.step`, and what is left of it (restarts, metrics, Python).
+Prints a table and appends JSON lines to bench/results.jsonl.
+"""
+
+import argparse
+import datetime
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import tritongcn
+from tritongcn.config import RELEASE, LearnConfig, image_sample_size
+from tritongcn.io import load_image, preprocess
+from tritongcn.learn import Learner, per_position_score
+
+from bench_langevin import cpu_name
+from tune_recipe import _parse
+
+
+def _median_ms(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def profile(learner, repeats):
+    c = learner.config
+
+    def weight_gradient(bfloat16=c.precision == "bfloat16"):
+        learner.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            f_obs = per_position_score(learner.model, learner.observed, learner.data_boundary)
+            f_syn = per_position_score(learner.model, learner.chains, learner.chain_boundary)
+        (f_syn - f_obs).backward()
+
+    def update():
+        learner.optimizer.step()
+        learner.project_filters()
+
+    learner.step()  # warm-up: first-call allocations and the oneDNN primitives of these shapes
+    row = {"langevin_ms": _median_ms(lambda: learner.bank.advance(c.langevin_steps), repeats),
+           "weight_gradient_ms": _median_ms(weight_gradient, repeats),
+           "weight_gradient_float32_ms": _median_ms(lambda: weight_gradient(False), repeats),
+           "update_ms": _median_ms(update, repeats),
+           "iteration_ms": _median_ms(learner.step, repeats)}
+    row["rest_ms"] = row["iteration_ms"] - row["langevin_ms"] - row["weight_gradient_ms"] - row["update_ms"]
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("texture")
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--recipe", choices=["default", "release"], default="default")
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.jsonl")))
+    args = parser.parse_args()
+    settings = {}
+    if args.recipe == "release":  # as the release ran it here before: chains the training image's size
+        settings = dict(RELEASE, chain_size=image_sample_size(224, 3))
+    settings.update(_parse(args.set))
+    config = LearnConfig(**settings)
+    training = preprocess(load_image(args.texture), config.image_size).unsqueeze(0)
+    depths = range(1, config.layers + 1) if config.grow_layers else [config.layers]
+    print(f"{'recipe':<8}{'depth':>6}{'Langevin':>10}{'w. grad':>9}{'(fp32)':>8}{'update':>8}{'rest':>7}"
+          f"{'iteration':>11}  ms")
+    for depth in depths:
+        learner = Learner.from_images(training, config)
+        learner.layer = learner.model.depth = depth
+        row = profile(learner, args.iterations)
+        print(f"{args.recipe:<8}{depth:>6}{row['langevin_ms']:>10.0f}{row['weight_gradient_ms']:>9.0f}"
+              f"{row['weight_gradient_float32_ms']:>8.0f}{row['update_ms']:>8.0f}{row['rest_ms']:>7.0f}"
+              f"{row['iteration_ms']:>11.0f}")
+        record = {"bench": "profile_learn", "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                  "cpu": cpu_name(), "torch": torch.__version__, "tritongcn": tritongcn.__version__,
+                  "texture": Path(args.texture).name, "recipe": args.recipe, "settings": settings, "depth": depth,
+                  "precision": learner.config.precision, "chains": config.chains,
+                  "chain_size": learner.config.chain_size, **{k: round(v, 1) for k, v in row.items()}}
+        with open(args.out, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
