@@ -1,4 +1,4 @@
-"""The generative ConvNet: p(I) ∝ exp(f(I)) N(I; 0, sigma^2), with f a ReLU ConvNet (DESIGN.md §1)."""
+"""The generative ConvNet: p(I) ∝ exp(f(I)) N(I; 0, sigma^2), with f a ReLU ConvNet (docs/design.md §1)."""
 
 import contextlib
 import math
@@ -299,7 +299,7 @@ class GenerativeConvNet(nn.Module):
                    precision: str = "float32", record=None) -> torch.Tensor:
         """B(I) = df/dI by the bitmask contract: bottom-up bits, then the gated top-down deconvolution.
 
-        Only the packed bits of each layer survive the bottom-up pass (DESIGN.md §1, Theorem 1): B depends
+        Only the packed bits of each layer survive the bottom-up pass (docs/design.md §1, Theorem 1): B depends
         on I only through its activation pattern. `precision="bfloat16"` runs both passes' convolutions in
         bfloat16 (fp32 accumulation inside the convolution; several times faster on CPUs with AMX or
         AVX512-BF16); B comes back in x's dtype. `record(site, flops)`, if given, is a context manager

@@ -1,4 +1,4 @@
-"""The kernel contract of DESIGN.md §3, dispatched by backend.
+"""The kernel contract of docs/design.md §3, dispatched by backend.
 
 `backend="torch"` is the reference and the CPU path. `backend="triton"` runs the Triton kernels: on CUDA
 tensors, or on the CPU under `TRITON_INTERPRET=1` (slow; for tests). `backend="auto"` picks triton for

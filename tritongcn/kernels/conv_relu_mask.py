@@ -1,6 +1,6 @@
 """Convolution + bias + ReLU that also returns the activation pattern as packed bits.
 
-The bits are all the backward pass of the generative ConvNet needs from the forward pass (DESIGN.md §1):
+The bits are all the backward pass of the generative ConvNet needs from the forward pass (docs/design.md §1):
 B = dF/dI is a top-down deconvolution gated by them, so no float activation is kept between the passes.
 """
 
