@@ -33,17 +33,18 @@ def curves(state, model, training, starts, steps, chains, seed=1):
     """{start: [(steps, figures)]} for the model file's state."""
     config = LearnConfig.from_dict(state["config"])
     mean = state["mean"].float().view(1, -1, 1, 1)
-    bounds = dict(mean=state["mean"]) if config.bounded else {}  # inside the image range, as learned
     out = {}
     for start in starts:
         if start == "learned":
             bank = ChainBank(model, len(state["chains"]), state["chains"].shape[1:], step_size=config.step_size,
                              sigma=config.sigma, seed=seed, images=state["chains"],
-                             boundary="periodic" if config.periodic else "zero", **bounds)
+                             boundary="periodic" if config.periodic else "zero",
+                             mean=state["mean"] if config.bounded else None)
         else:
             if start == "spectrum" and "start_kernel" not in state:
                 continue
-            bank = sampler_bank(model, config, state.get("start_kernel"), chains, seed=seed, init=start, **bounds)
+            bank = sampler_bank(model, config, state.get("start_kernel"), chains, seed=seed, init=start,
+                                mean=state["mean"])
         rows, done = [], 0
         for target in steps:
             bank.advance(target - done)

@@ -220,13 +220,14 @@ class ChainBank:
 
 def sampler_bank(model: GenerativeConvNet, config: LearnConfig, start_kernel: torch.Tensor | None, chains: int, *,
                  size: int | None = None, seed: int = 0, init: str | None = None, step_size: float | None = None,
-                 periodic: bool | None = None, **kwargs) -> ChainBank:
+                 periodic: bool | None = None, mean: torch.Tensor | None = None, **kwargs) -> ChainBank:
     """New chains of a learned model, drawn the way it was learned for: from its learning chains' start,
     with its Langevin step, at its samples' size, on the torus when it learned there, inside the image
-    range when it learned so (pass its `mean`). Each setting can be overridden; `kwargs` go to ChainBank
-    (mean, budget, backend, device, shard, precision)."""
+    range around its `mean` colour when it learned so (`config.bounded`). Each setting can be overridden;
+    `kwargs` go to ChainBank (budget, backend, device, shard, precision)."""
     periodic = config.periodic if periodic is None else periodic
     size = size or config.sample_size
     return ChainBank(model, chains, (model.in_channels, size, size), boundary="periodic" if periodic else "zero",
                      step_size=step_size or config.step_size, sigma=config.sigma, seed=seed,
-                     init=init or config.start, start_kernel=start_kernel, **kwargs)
+                     init=init or config.start, start_kernel=start_kernel,
+                     mean=mean if config.bounded else None, **kwargs)

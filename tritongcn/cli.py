@@ -743,7 +743,7 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
             bank = sampler_bank(model, learned, state.get("start_kernel"), count, size=size, seed=seed, init=init,
                                 step_size=step_size, periodic=periodic, memory_budget=memory_budget,
                                 backend=backend, device=device, first_chain=first, total_chains=chains,
-                                precision=precision, mean=state["mean"] if learned.bounded else None)
+                                precision=precision, mean=state["mean"])
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -415,4 +415,4 @@ class Learner:
         """`chains` new chains of the learned model, as `tritongcn sample` draws them by default: from
         the sampler's start at the samples' size, none of them the learning chains."""
         return sampler_bank(self.model, self.config, self.start_kernel, chains, seed=seed, device=self.device,
-                            mean=self.mean if self.config.bounded else None)
+                            mean=self.mean)
