@@ -199,3 +199,94 @@ def test_auto_picks_torch_on_the_cpu_and_triton_refuses_cpu_tensors_outside_the_
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="CUDA"):
         resolve_backend("triton", "cpu")
+
+
+def test_gated_gradient_and_output_gate_match_the_torch_path():
+    # grad_input's calls: the gradient arrives gated (g_gated) and channels last, the result is gated by
+    # the bits of the layer below (gate_output).
+    x, wt, b = torch.randn(2, 20, 9, 8), torch.randn(17, 20, 3, 3), torch.randn(17)
+    _, mask = conv_relu_mask(x, wt, b, 1, 1, backend="torch")
+    gate = unpack_mask(mask, (2, 17, 9, 8))
+    g = (torch.randn(2, 17, 9, 8) * gate).contiguous(memory_format=torch.channels_last)
+    below = pack_mask(torch.rand(2, 20, 9, 8) < 0.5)
+    expected = masked_conv_transpose(g, mask, wt, 1, 1, x.shape, backend="torch", g_gated=True, gate_output=below)
+    ungated = masked_conv_transpose(torch.randn(2, 17, 9, 8), mask, wt, 1, 1, x.shape, backend="torch")
+    for backend in ("torch", TRITON):
+        ours = masked_conv_transpose(g, mask, wt, 1, 1, x.shape, backend=backend, g_gated=True, gate_output=below)
+        torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+        assert not ours[~unpack_mask(below, x.shape)].any()  # zero wherever the layer below is off
+        assert not torch.equal(ours, ungated)
+    with pytest.raises(ValueError, match="gate_output"):
+        masked_conv_transpose(g, mask, wt, 1, 1, x.shape, backend=TRITON, g_gated=True, gate_output=mask)
+
+
+def test_channels_last_inputs_give_the_same_results():
+    x, wt, b = torch.randn(3, 20, 11, 7), torch.randn(18, 20, 3, 3), torch.randn(18)
+    y, mask = conv_relu_mask(x, wt, b, 1, 1, backend=TRITON)
+    y_last, mask_last = conv_relu_mask(x.contiguous(memory_format=torch.channels_last), wt, b, 1, 1, backend=TRITON)
+    assert y.is_contiguous(memory_format=torch.channels_last)  # 18 channels: written channels last
+    torch.testing.assert_close(y_last, y, atol=0, rtol=0)
+    assert torch.equal(mask_last, mask)
+
+
+@pytest.mark.parametrize("n,c,h,w,k,ks,stride,pad", [(2, 3, 16, 13, 5, 7, 3, 2), (1, 2, 9, 10, 4, 5, 2, 0),
+                                                     (2, 1, 12, 12, 3, 4, 2, 3)])
+def test_strided_few_channel_layers_run_over_pixel_blocks(n, c, h, w, k, ks, stride, pad):
+    # Space to depth: a strided layer over few channels runs as a stride-1 layer over stride x stride
+    # blocks, its padding shifted to whole blocks.
+    from tritongcn.kernels.conv_relu_mask_triton import space_to_depth
+    x, wt, bias = torch.randn(n, c, h, w), torch.randn(k, c, ks, ks), torch.randn(k)
+    blocks = space_to_depth(x, stride, 32, torch.float32)
+    assert blocks.shape == (n, 32, -(-h // stride), -(-w // stride)) and not blocks[:, c * stride**2:].any()
+    assert torch.equal(blocks[:, :c * stride**2, 1, 0], x[:, :, stride:2 * stride, :stride].reshape(n, -1))
+    y, mask = conv_relu_mask(x, wt, bias, stride, pad, backend=TRITON)
+    pre = F.conv2d(x.double(), wt.double(), bias.double(), stride=stride, padding=pad)
+    torch.testing.assert_close(y.double(), pre.clamp_min(0), atol=_tolerance(c * ks * ks), rtol=1e-5)
+
+
+def test_weights_are_laid_out_once_and_again_after_an_update():
+    from tritongcn.kernels.launch import LAYOUTS
+    x, wt = torch.randn(1, 20, 6, 6), torch.randn(4, 20, 3, 3)
+    made = []
+    laid = LAYOUTS.get(wt, "test", lambda t: made.append(1) or t.flip(0))
+    assert LAYOUTS.get(wt, "test", lambda t: made.append(1) or t.flip(0)) is laid and len(made) == 1
+    y, _ = conv_relu_mask(x, wt, None, 1, 1, backend=TRITON)
+    wt.mul_(-1)  # an in-place update (an optimizer step) bumps the version: the layout is made again
+    y_new, _ = conv_relu_mask(x, wt, None, 1, 1, backend=TRITON)
+    torch.testing.assert_close(y_new, F.relu(F.conv2d(x, wt, padding=1)), atol=1e-4, rtol=1e-4)
+    assert not torch.equal(y_new, y)
+    LAYOUTS.get(wt, "test", lambda t: made.append(1) or t)
+    assert len(made) == 2
+
+
+@pytest.mark.parametrize("boundary", ["zero", "periodic"])
+def test_channels_rounded_up_by_zero_filters_change_nothing(monkeypatch, boundary):
+    # On a GPU the Triton kernels run with channel counts rounded up to 16 (wide aligned loads).
+    import tritongcn.model as model_module
+    net = GenerativeConvNet(3, SMALL_TEXTURE_NET, init_std=0.1, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(2, 3, 18, 15) * 4
+    expected = net.grad_input(x, backend="torch", boundary=boundary)
+    monkeypatch.setattr(model_module, "channel_alignment", lambda backend, device: 16)
+    weights = net.kernel_weights(torch.float32, 16)
+    assert [tuple(w.shape[:2]) for w, _ in weights] == [(48, 3), (16, 48), (16, 16)]
+    for backend in ("torch", TRITON):
+        torch.testing.assert_close(net.grad_input(x, backend=backend, boundary=boundary), expected,
+                                   atol=1e-5 * expected.abs().max().item(), rtol=1e-4)
+
+
+def test_chains_do_not_depend_on_the_chunk_size():
+    from tritongcn import ChainBank
+    net = GenerativeConvNet(3, SMALL_TEXTURE_NET, init_std=0.1, generator=torch.Generator().manual_seed(4))
+    banks = [ChainBank(net, 5, (3, 18, 15), backend=TRITON, init="noise", seed=2, precision="float32",
+                       memory_budget=budget) for budget in (1 << 30, 1)]
+    assert banks[1].chunk_size == 1
+    for bank in banks:
+        bank.advance(2)
+    assert torch.equal(banks[0].x, banks[1].x)
+
+
+@pytest.mark.parametrize("value,expected", [("1", True), ("0", False), ("", False), (" 0 ", False), ("yes", True)])
+def test_the_interpreter_switch_reads_zero_as_off(monkeypatch, value, expected):
+    from tritongcn.kernels.launch import interpreting
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    assert interpreting() is expected

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import conv_output_shape, conv_relu_mask, masked_conv_transpose, resolve_backend
+from .kernels import (channel_alignment, conv_output_shape, conv_relu_mask, masked_conv_transpose,
+                      resolve_backend)
+from .kernels.launch import LAYOUTS
 from .kernels.torus import torus_padding as kernel_torus_padding
 from .kernels.torus import wrap_pad
 
@@ -294,6 +296,24 @@ class GenerativeConvNet(nn.Module):
         """E(I) = ||I||^2 / (2 sigma^2) - f(I) per image."""
         return x.pow(2).sum(dim=(1, 2, 3)) / (2.0 * sigma * sigma) - self.score(x, boundary)
 
+    def kernel_weights(self, dtype: torch.dtype, align: int = 1) -> list:
+        """(weight, bias) of each active layer in `dtype` for the kernels, with each layer's filters (and so
+        the next layer's input channels) rounded up to a multiple of `align` by zero filters: a zero
+        filter's response is 0, its bit off, its gradient 0, so f and B are unchanged. Made once per update
+        of the parameters, not once per Langevin step."""
+        out, channels = [], self.in_channels
+        for conv in self.active_convs():
+            k = conv.weight.shape[0]
+            padded = -(-k // align) * align
+            if (padded, channels) == (k, conv.weight.shape[1]) and conv.weight.dtype == dtype:
+                out.append((conv.weight.detach(), conv.bias.detach()))
+            else:
+                grow = (0, 0, 0, 0, 0, channels - conv.weight.shape[1], 0, padded - k)
+                out.append((LAYOUTS.get(conv.weight, f"{dtype} {grow}", lambda t, g=grow: F.pad(t.detach().to(dtype), g)),
+                            LAYOUTS.get(conv.bias, f"{dtype} {padded}", lambda t, p=padded - k: F.pad(t.detach().to(dtype), (0, p)))))
+            channels = padded
+        return out
+
     @torch.no_grad()
     def grad_input(self, x: torch.Tensor, backend: str = "auto", boundary: str = "zero",
                    precision: str = "float32", record=None) -> torch.Tensor:
@@ -311,23 +331,28 @@ class GenerativeConvNet(nn.Module):
         precision = resolve_precision(precision, x.device, backend)
         dtype = torch.bfloat16 if compute_dtype(precision) == torch.bfloat16 else x.dtype
         layers = list(zip(self.layers, self.active_convs()))
-        weights = [(conv.weight.to(dtype), conv.bias.to(dtype)) for _, conv in layers]
+        weights = self.kernel_weights(dtype, channel_alignment(backend, x.device))
         masks, input_shapes, out_shapes = [], [], self.layer_shapes(x.shape, boundary)
-        h = x.to(dtype)
+        flops = [conv_flops(x.shape, conv.weight.shape, shape) for (_, conv), shape in zip(layers, out_shapes)]
+        h = x  # the first layer computes in the weights' dtype
         for i, ((spec, _), (w, b)) in enumerate(zip(layers, weights)):
             periodic, pad = self._padding(spec, boundary)
             input_shapes.append(h.shape)
-            with record(f"conv_relu_mask L{i + 1}", conv_flops(h.shape, w.shape, out_shapes[i])):
+            with record(f"conv_relu_mask L{i + 1}", flops[i]):
                 h, mask = conv_relu_mask(h, w, b, spec.stride, pad, need_output=i < len(layers) - 1,
                                          periodic=periodic, backend=backend)
             masks.append(mask)
         g = None  # df/d(top responses) is all ones for the texture score, the top filter for objects
         if self.top == "fc":
-            g = self.fc_weights[self.depth - 1].to(dtype).expand(out_shapes[-1]).contiguous()
+            top = self.fc_weights[self.depth - 1].to(dtype)
+            top = F.pad(top, (0, 0, 0, 0, 0, weights[-1][0].shape[0] - top.shape[0]))  # zero filters' zero
+            g = top.expand((x.shape[0],) + tuple(top.shape)).contiguous()
         for i in reversed(range(len(layers))):
             (spec, _), (w, _), shape = layers[i], weights[i], input_shapes[i]
             periodic, pad = self._padding(spec, boundary)
-            with record(f"masked_conv_transpose L{i + 1}", conv_flops(shape, w.shape, out_shapes[i])):
+            with record(f"masked_conv_transpose L{i + 1}", flops[i]):
+                # Gated by the layer below's bits as it is produced: the next call reads it as gated.
                 g = masked_conv_transpose(g, masks[i], w, spec.stride, pad, shape, periodic=periodic,
-                                          backend=backend)
+                                          backend=backend, g_gated=i < len(layers) - 1,
+                                          gate_output=masks[i - 1] if i > 0 else None)
         return g.to(x.dtype)

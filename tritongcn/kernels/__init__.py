@@ -7,27 +7,23 @@ so the package works where triton is not installed.
 """
 
 import importlib.util
-import os
 
 import torch
 
 from .bitmask import mask_shape, pack_mask, unpack_mask
 from .conv_relu_mask import conv_relu_mask_torch
 from .langevin_update import langevin_update_torch
+from .launch import interpreting
 from .masked_conv_transpose import conv_output_shape, masked_conv_transpose_torch
 
 BACKENDS = ("auto", "torch", "triton")
 
-__all__ = ["BACKENDS", "conv_relu_mask", "masked_conv_transpose", "langevin_update", "unpack_mask",
+__all__ = ["BACKENDS", "channel_alignment", "conv_relu_mask", "masked_conv_transpose", "langevin_update", "unpack_mask",
            "pack_mask", "mask_shape", "conv_output_shape", "resolve_backend", "triton_available"]
 
 
 def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def resolve_backend(backend: str, device=None) -> str:
@@ -40,10 +36,17 @@ def resolve_backend(backend: str, device=None) -> str:
     if backend == "triton":
         if not triton_available():
             raise ValueError("backend 'triton' needs the triton package (pip install triton; Linux only)")
-        if device.type != "cuda" and not _interpreting():
+        if device.type != "cuda" and not interpreting():
             raise ValueError(f"backend 'triton' runs on CUDA tensors, not {device.type}; on the CPU it needs "
                              "TRITON_INTERPRET=1 (slow, for tests): use backend 'torch' or 'auto' there")
     return backend
+
+
+def channel_alignment(backend: str, device) -> int:
+    """What the kernels want channel counts rounded up to: 16 for the Triton kernels on a GPU (each pixel's
+    channels then start on a 16-element boundary, so loads along them are wide vectors), 1 elsewhere."""
+    device = torch.device(device)
+    return 16 if device.type == "cuda" and resolve_backend(backend, device) == "triton" else 1
 
 
 def conv_relu_mask(x, w, b=None, stride=1, padding=0, need_output=True, periodic=False, backend="auto"):
@@ -57,12 +60,19 @@ def conv_relu_mask(x, w, b=None, stride=1, padding=0, need_output=True, periodic
     return conv_relu_mask_torch(x, w, b, stride, padding, need_output, periodic)
 
 
-def masked_conv_transpose(g, mask, w, stride=1, padding=0, input_shape=None, periodic=False, backend="auto"):
-    """Input gradient of sum(g * relu(conv2d(x, w, b))) from the layer's bits; g=None means all ones."""
+def masked_conv_transpose(g, mask, w, stride=1, padding=0, input_shape=None, periodic=False, backend="auto",
+                          g_gated=False, gate_output=None):
+    """Input gradient of sum(g * relu(conv2d(x, w, b))) from the layer's bits; g=None means all ones.
+
+    `g_gated=True` promises g is already zero where the layer's bits are off. `gate_output`, the bits of
+    the layer below, zeroes the result where they are off: the gradient at that layer's pre-activation,
+    gated where it is produced (once per element) rather than where it is read (once per element and tap).
+    """
     if resolve_backend(backend, w.device) == "triton":
         from .masked_conv_transpose_triton import masked_conv_transpose_triton
-        return masked_conv_transpose_triton(g, mask, w, stride, padding, input_shape, periodic)
-    return masked_conv_transpose_torch(g, mask, w, stride, padding, input_shape, periodic)
+        return masked_conv_transpose_triton(g, mask, w, stride, padding, input_shape, periodic, g_gated,
+                                            gate_output)
+    return masked_conv_transpose_torch(g, mask, w, stride, padding, input_shape, periodic, g_gated, gate_output)
 
 
 def langevin_update(x, grad_f, step_size, sigma, seed, offset=0, out=None, backend="auto"):

@@ -18,6 +18,7 @@ def conv_relu_mask_torch(x, w, b=None, stride=1, padding=0, need_output=True, pe
     model needs only its bits. With `periodic=True` the layer is a convolution on the torus (torus.py) and
     `padding` is not used.
     """
+    x = x.to(w.dtype)  # the arithmetic is the weights' (the Triton kernel casts as it loads)
     if periodic:
         check_torus(x.shape, w.shape[-1], stride)
         x, padding = wrap_pad(x, *torus_padding(w.shape[-1], stride)), 0

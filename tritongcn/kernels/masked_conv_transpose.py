@@ -50,20 +50,29 @@ def conv_input_gradient(g, w, stride, padding, input_shape):
     return out.contiguous()
 
 
-def masked_conv_transpose_torch(g, mask, w, stride=1, padding=0, input_shape=None, periodic=False):
+def masked_conv_transpose_torch(g, mask, w, stride=1, padding=0, input_shape=None, periodic=False,
+                                g_gated=False, gate_output=None):
     """Reference and CPU path.
 
     `g` is the gradient arriving at the layer's ReLU output, or None for all ones (the top layer of the
-    texture model, whose score is the plain sum of its responses). The result has `input_shape`.
+    texture model, whose score is the plain sum of its responses); `g_gated` says it is already zero where
+    the layer's bit is off. The result has `input_shape`; with `gate_output`, the bits of the layer below,
+    it is zeroed where those are off (the gradient at that layer's pre-activation).
     """
     if input_shape is None:
         raise ValueError("masked_conv_transpose needs input_shape, the shape of the layer's input")
     out_shape = conv_output_shape(input_shape, w.shape, stride, padding, periodic)
-    gate = unpack_mask(mask, out_shape)
-    gated = gate.to(w.dtype) if g is None else g * gate
+    if g is None:
+        gated = unpack_mask(mask, out_shape).to(w.dtype)
+    else:
+        gated = g.to(w.dtype) if g_gated else g.to(w.dtype) * unpack_mask(mask, out_shape)
     if periodic:
         before, after = torus_padding(w.shape[-1], stride)
         n, c, h, wd = input_shape
         padded = (n, c, h + before + after, wd + before + after)
-        return wrap_pad_adjoint(conv_input_gradient(gated, w, stride, 0, padded), before, after)
-    return conv_input_gradient(gated, w, stride, padding, input_shape)
+        gx = wrap_pad_adjoint(conv_input_gradient(gated, w, stride, 0, padded), before, after)
+    else:
+        gx = conv_input_gradient(gated, w, stride, padding, input_shape)
+    if gate_output is not None:
+        gx *= unpack_mask(gate_output, gx.shape)
+    return gx
