@@ -136,6 +136,15 @@ def test_bfloat16_input_gradient_is_close_to_float32():
         net.grad_input(x, precision="float16")
 
 
+def test_auto_precision_is_bfloat16_for_the_triton_kernels_on_a_gpu(monkeypatch):
+    import tritongcn.kernels as kernels
+    from tritongcn.model import resolve_precision
+    monkeypatch.setattr(kernels, "triton_available", lambda: True)
+    assert resolve_precision("auto", "cuda", "auto") == "bfloat16"
+    assert resolve_precision("auto", "cuda", "torch") == "float32"  # cuDNN's float32 (TF32) path
+    assert resolve_precision("float32", "cuda", "triton") == "float32"
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bfloat16_only_for_the_torch_kernels_on_a_cpu_with_native_bfloat16(monkeypatch, native):
     import tritongcn.model as model_module

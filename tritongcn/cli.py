@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import (HIGH, PRECISION_CHOICES, QUALITIES, RELEASE, STARTS, LearnConfig, image_sample_size,
-                     learning_chain_size, recipe)
+from .config import (AUTO_PRECISION, HIGH, PRECISION_CHOICES, QUALITIES, RELEASE, STARTS, LearnConfig,
+                     image_sample_size, learning_chain_size, recipe)
 from .progress import Progress, format_seconds
 
 DEFAULTS = LearnConfig().to_dict()
@@ -89,8 +89,7 @@ def _preset_help(name: str, text: str) -> str:
               help="Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=DEFAULTS["precision"],
               show_default=True, help="Precision of the sampler's convolutions and the weight gradient (the "
-                                      "chains stay float32); auto: bfloat16 on CPUs with native bfloat16 "
-                                      "(AMX, AVX512-BF16), else float32.")
+                                      "chains stay float32); " + AUTO_PRECISION)
 @click.option("--cd", "cd_steps", type=click.IntRange(0, 10000), default=DEFAULTS["cd_steps"],
               show_default=True, help="k-step contrastive divergence: one chain per training image, restarted "
                                       "from it at every iteration for k Langevin steps (--chains, "
@@ -681,8 +680,7 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
 @click.option("--backend", type=click.Choice(["auto", "torch", "triton"]), default="auto", show_default=True,
               help="Kernel backend (auto: triton on CUDA, torch on the CPU).")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
-              help="Precision of the sampler's convolutions (the chains stay float32); auto: bfloat16 on "
-                   "CPUs with native bfloat16, else float32.")
+              help="Precision of the sampler's convolutions (the chains stay float32); " + AUTO_PRECISION)
 @click.option("--overwrite", is_flag=True, help="Replace the samples of an earlier run in --out.")
 def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memory_budget, resume, save_every,
            fmt, gif, periodic, device, backend, precision, overwrite):
@@ -879,7 +877,7 @@ def _write_samples(bank, mean, out_dir, world, fmt, chains, frames, elapsed, ste
 @click.option("--boundary", type=click.Choice(["zero", "periodic"]), default="zero", show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "torch", "triton"]), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
-              help="auto: bfloat16 on CPUs with native bfloat16, else float32.")
+              help=AUTO_PRECISION)
 @click.option("--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, ...")
 @click.option("--trace", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a Chrome trace of one more step (open it in Perfetto or chrome://tracing).")

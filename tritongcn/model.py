@@ -67,16 +67,19 @@ def cpu_has_native_bfloat16() -> bool:
 def resolve_precision(precision: str, device, backend: str = "auto") -> str:
     """The sampler precision `precision` means on `device` with kernel `backend`.
 
-    "auto" is "bfloat16" for the torch kernels on a CPU with native bfloat16, where bf16 convolutions run
-    3 to 4x faster than float32 and the samples keep their quality (bench/README.md), and "float32"
-    elsewhere: the Triton kernels' contract, and CPUs that would only emulate bfloat16. "float32" and
-    "bfloat16" mean themselves, except that the Triton interpreter has no bfloat16 and refuses it.
+    "auto" is "bfloat16" where bf16 operands with fp32 accumulation are the fast path and learn as well:
+    the torch kernels on a CPU with native bfloat16 (3 to 4x faster than float32) and the Triton kernels on
+    a GPU (1.7x faster than TF32 on an H200, where a default learn in bf16 made the texture and one in
+    float32 ran away; bench/README.md). It is "float32" elsewhere: CPUs that would only emulate bfloat16,
+    and the Triton interpreter. "float32" and "bfloat16" mean themselves, except that the Triton
+    interpreter has no bfloat16 and refuses it.
     """
     compute_dtype("float32" if precision == "auto" else precision)  # refuses unknown names
     device = torch.device(device)
     concrete = resolve_backend(backend, device)
     if precision == "auto":
-        native = device.type == "cpu" and concrete == "torch" and cpu_has_native_bfloat16()
+        native = (device.type == "cpu" and concrete == "torch" and cpu_has_native_bfloat16()
+                  or device.type == "cuda" and concrete == "triton")
         return "bfloat16" if native else "float32"
     if precision == "bfloat16" and concrete == "triton" and device.type != "cuda":
         raise ValueError("the Triton interpreter (TRITON_INTERPRET=1) has no bfloat16: use precision "
