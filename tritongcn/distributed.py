@@ -35,6 +35,10 @@ def init_world(device: torch.device) -> World:
     """The process group torchrun set up (initialised on first call), or a world of one process."""
     if not launched_by_torchrun():
         return World()
+    if device.type == "cuda" and device.index is not None:
+        # Triton launches on the current device, not the tensors': without this every rank's kernels would
+        # go to GPU 0.
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return World(dist.get_rank(), dist.get_world_size())

@@ -67,7 +67,13 @@ def peak_probes(device, precision="float32"):
     dtype = compute_dtype(precision)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    gflops = 2 * n**3 / median_seconds(lambda: a @ b, device) / 1e9
+    # The matmul in the arithmetic the convolutions it is compared with use: TF32 where cuDNN may use it.
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        gflops = 2 * n**3 / median_seconds(lambda: a @ b, device) / 1e9
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
     src = torch.empty(1 << 25, device=device)
     dst = torch.empty_like(src)
     gbs = 2 * src.numel() * 4 / median_seconds(lambda: dst.copy_(src), device) / 1e9
