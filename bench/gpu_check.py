@@ -283,7 +283,8 @@ def section_step(device, args, out):
     print("\n== one Langevin step (chain-steps/s; autograd = the plain loop on cuDNN, fp32 under torch's TF32 "
           "default; bf16 autograd under autocast) ==")
     print(f"{'chains':>6} {'px':>4}  {'ours fp32':>10} {'ours bf16':>10} {'autograd':>10} {'ag bf16':>10}  "
-          f"{'fp32 x':>6} {'bf16 x':>6} {'bf16/ag32':>9}  {'torch fp32':>10} {'torch bf16':>10}  first call s (fp32, bf16)")
+          f"{'fp32 x':>6} {'bf16 x':>6} {'bf16/ag32':>9}  {'torch fp32':>10} {'torch bf16':>10}  "
+          "first call s (fp32, bf16)")
     for chains, size in configs:
         x = torch.randn(chains, 3, size, size, device=device) * 30
         try:
@@ -424,9 +425,9 @@ def section_precision(device, args, out):
     return rows
 
 
-BLOCK_CANDIDATES = [{}, {"BLOCK_M": 64, "num_warps": 4, "num_stages": 3}, {"BLOCK_M": 128, "num_warps": 4, "num_stages": 3},
-                    {"BLOCK_M": 128, "num_warps": 8, "num_stages": 3}, {"BLOCK_M": 128, "num_warps": 4, "num_stages": 4},
-                    {"BLOCK_M": 256, "num_warps": 8, "num_stages": 3}, {"BLOCK_M": 64, "num_warps": 4, "num_stages": 5}]
+# Block shapes against the rule's ({}): BLOCK_M, warps, pipeline stages.
+BLOCK_CANDIDATES = [{}] + [{"BLOCK_M": m, "num_warps": w, "num_stages": s}
+                           for m, w, s in [(64, 4, 3), (128, 4, 3), (128, 8, 3), (128, 4, 4), (256, 8, 3), (64, 4, 5)]]
 
 
 def section_blocks(device, args, out):

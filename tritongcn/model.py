@@ -312,8 +312,11 @@ class GenerativeConvNet(nn.Module):
                 out.append((conv.weight.detach(), conv.bias.detach()))
             else:
                 grow = (0, 0, 0, 0, 0, channels - conv.weight.shape[1], 0, padded - k)
-                out.append((LAYOUTS.get(conv.weight, f"{dtype} {grow}", lambda t, g=grow: F.pad(t.detach().to(dtype), g)),
-                            LAYOUTS.get(conv.bias, f"{dtype} {padded}", lambda t, p=padded - k: F.pad(t.detach().to(dtype), (0, p)))))
+                weight = LAYOUTS.get(conv.weight, f"{dtype} {grow}",
+                                     lambda t, g=grow: F.pad(t.detach().to(dtype), g))
+                bias = LAYOUTS.get(conv.bias, f"{dtype} {padded}",
+                                   lambda t, extra=padded - k: F.pad(t.detach().to(dtype), (0, extra)))
+                out.append((weight, bias))
             channels = padded
         return out
 

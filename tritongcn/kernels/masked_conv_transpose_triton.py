@@ -1,6 +1,6 @@
 """Triton kernel: the bit-gated transposed convolution (input gradient of one ReLU conv layer).
 
-    gx[n, c, ih, iw] = sum over k, r, s of  G[n, k, oh, ow] w[k, c, r, s],   G = g * bits (or the bits alone)
+    gx[n, c, ih, iw] = sum over k, r, s of G[n, k, oh, ow] w[k, c, r, s],   G = g * bits (or the bits alone)
                        where ih = oh * S - pad + r and iw = ow * S - pad + s
 
 One stride-1 implicit GEMM over the phase grid, for every stride (the trick of `conv_input_gradient`, the
@@ -15,8 +15,8 @@ input itself and there is one phase.
 The main loop reads one operand stream, G, gated before it arrives: the kernel of the layer above gates
 the gradient it produces by this layer's bits in its epilogue (`gate_output`: one bit per element written
 instead of one per element and tap read); with g=None (the top layer of the texture model) the bits are
-expanded once into a dense G of zeros and ones. On the torus (torus.py) the grid has Ho x Wo points, output rows wrap (q - j mod Ho) and so do
-the stored pixels: each input pixel is one (q, a) exactly once.
+expanded once into a dense G of zeros and ones. On the torus (torus.py) the grid has Ho x Wo points,
+output rows wrap (q - j mod Ho) and so do the stored pixels: each input pixel is one (q, a) exactly once.
 """
 
 import torch
@@ -180,8 +180,11 @@ def masked_conv_transpose_triton(g, mask, w, stride=1, padding=0, input_shape=No
     w_phases = LAYOUTS.get(w, f"phases {stride}", lambda t: phase_weights(t, stride))
     blocks = gemm_blocks(c * stride * stride, channel_block(k, w.dtype), w.dtype)
     chunks = triton.cdiv(k, blocks["BLOCK_K"])
-    grid = (n * triton.cdiv(grid_h * grid_w, blocks["BLOCK_M"]), triton.cdiv(c * stride * stride, blocks["BLOCK_N"]))
+    columns = c * stride * stride
+    grid = (n * triton.cdiv(grid_h * grid_w, blocks["BLOCK_M"]), triton.cdiv(columns, blocks["BLOCK_N"]))
+    out_mask = gate_output if gate_output is not None else mask  # never read without GATE_OUTPUT
     _masked_conv_transpose_kernel[grid](
-        g, w_phases, gx, gate_output if gate_output is not None else mask, h, wd, ho, wo, grid_h, grid_w, *strides4(g), *strides4(gx),
-        C=c, K=k, S=stride, TH=taps_h, TW=taps_w, PAD=padding, PERIODIC=periodic, GATE_OUTPUT=gate_output is not None,        CHUNKS=chunks, PRECISION=dot_precision(w.dtype), **blocks)
+        g, w_phases, gx, out_mask, h, wd, ho, wo, grid_h, grid_w, *strides4(g), *strides4(gx),
+        C=c, K=k, S=stride, TH=taps_h, TW=taps_w, PAD=padding, PERIODIC=periodic,
+        GATE_OUTPUT=gate_output is not None, CHUNKS=chunks, PRECISION=dot_precision(w.dtype), **blocks)
     return gx
