@@ -4,6 +4,7 @@
    ones, in IEEE fp32, TF32 and bf16, each with its own tolerance on ||out - ref|| / ||ref||; the bits exact
    away from ties; a bank whose layer-1 output passes 2^31 elements; the noise's statistics, and the same
    noise from the CPU interpreter;
+   and B(I) of the whole net as the sampler computes it against float64 autograd;
 2. step: one whole Langevin step against the autograd loop on cuDNN (same weights and chains, same process,
    interleaved, CUDA-event timing) at 16 / 256 / 1024 / 4096 chains of 64 px and 16 / 256 / 1024 of 224 px,
    fp32 (TF32 as torch's default) and bf16, with the first call's compile and tune time apart;
@@ -20,6 +21,7 @@ fails (the timings still run).
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import os
@@ -145,6 +147,32 @@ def check_layer(case, device, name, dtype, tf32_on, gen, quick=False):
     return rows
 
 
+# Whole B(I) through three layers: a unit near its threshold may flip between arithmetics and move B by
+# more than one kernel's rounding, so these are looser than TOLERANCE.
+GRAD_TOLERANCE = {"ieee": 1e-4, "tf32": 2e-2, "bf16": 1e-1}
+
+
+def check_grad_input(device, smoke):
+    """`grad_input` as the sampler runs it (channels padded, gated where produced) against float64 autograd
+    of the score, for the texture net with random weights, zero padding and the torus."""
+    model = bench_model(device, smoke)
+    ref_model = copy.deepcopy(model).double()
+    size = 24 if smoke else 222  # a multiple of the stride, for the torus
+    x = torch.randn(2, 3, size, size, device=device) * 30
+    rows = []
+    for boundary in ("zero", "periodic"):
+        x64 = x.double().requires_grad_()
+        (expected,) = torch.autograd.grad(ref_model.score(x64, boundary).sum(), x64)
+        for name, dtype, tf32_on in arithmetics(device):
+            with tf32(tf32_on):
+                precision = "bfloat16" if dtype == torch.bfloat16 else "float32"
+                ours = model.grad_input(x, backend="triton", boundary=boundary, precision=precision)
+            err = rel_error(ours, expected)
+            rows.append({"kernel": "grad_input", "boundary": boundary, "arith": name, "rel_error": err,
+                         "ok": err <= GRAD_TOLERANCE[name]})
+    return rows
+
+
 def check_big_bank(device, smoke):
     """A layer-1 output past 2^31 elements (4096 chains of 224 px): the last chain against torch alone."""
     n, size = (2, 24) if smoke else (4096, 224)
@@ -224,9 +252,10 @@ def section_correctness(device, args, out):
             except Exception as err:  # a kernel that does not compile or launch: record it, go on
                 rows.append({"kernel": "layer", "case": case, "arith": name, "ok": False,
                              "error": f"{type(err).__name__}: {str(err)[:2000]}"})
-    for check in ([check_big_bank] if device.type == "cuda" else []) + [check_noise]:
+    for check in [check_grad_input] + ([check_big_bank] if device.type == "cuda" else []) + [check_noise]:
         try:
-            rows.append(check(device, smoke))
+            result = check(device, smoke)
+            rows += result if isinstance(result, list) else [result]
         except Exception as err:
             rows.append({"kernel": check.__name__, "ok": False, "error": f"{type(err).__name__}: {err}"})
         if device.type == "cuda":
