@@ -69,8 +69,9 @@ class ChainBank:
     "noise", N(0, sigma^2); "spectrum", random-phase noise with the training images' spectrum, whose
     kernel `start_kernel` the model file holds) or from given images (`images`, mean-subtracted);
     `restart(indices)` draws chains from that start again. `mean` (C,), the colour subtracted from the
-    images, keeps the chains inside the [0, 255] range of images after every step (see `langevin`). `precision="bfloat16"` computes
-    the input gradient in bfloat16 (the chains stay float32); "auto" picks it on CPUs with native bfloat16.
+    images, keeps the chains inside the [0, 255] range of images after every step (see `langevin`).
+    `precision="bfloat16"` computes the input gradient in bfloat16 (the chains stay float32); "auto" picks it
+    where it is the fast path (model.resolve_precision).
     A chunk that runs out of memory is halved and tried again (the chains do not depend on the chunking);
     `notify(message)` is told once (default: a RuntimeWarning).
     """

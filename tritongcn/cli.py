@@ -651,7 +651,8 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
               help="Number of chains (samples).")
 @click.option("--steps", type=click.IntRange(0, 10**7), default=None,
               help="Langevin steps per chain in all (with --resume, the steps already taken count) [default: "
-                   "the model's sample_steps, the steps its own samples took at the end of `learn`: 300 for the default recipe].")
+                   "the model's sample_steps, the steps its own samples took at the end of `learn`: 300 for "
+                   "the default recipe].")
 @click.option("--size", type=click.IntRange(8, 16384), default=None,
               help="Side of the samples [default: the size the model was learned with].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,

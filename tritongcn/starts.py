@@ -11,8 +11,9 @@
 
 The spectrum travels with the model as a small spatial kernel (`spectrum_kernel`): per principal colour
 component, the zero-phase square root of the data's autocovariance, cut to a window and tapered, so noise
-of any size is one periodic convolution of white noise with it (`spectrum_noise`). Its noise is addressed like the Langevin noise, by
-(seed, counter), so a chain's start depends on its index and on when it (re)starts, never on the batch.
+of any size is one periodic convolution of white noise with it (`spectrum_noise`). Its noise is addressed
+like the Langevin noise, by (seed, counter), so a chain's start depends on its index and on when it
+(re)starts, never on the batch.
 """
 
 import math

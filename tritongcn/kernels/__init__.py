@@ -18,8 +18,8 @@ from .masked_conv_transpose import conv_output_shape, masked_conv_transpose_torc
 
 BACKENDS = ("auto", "torch", "triton")
 
-__all__ = ["BACKENDS", "channel_alignment", "conv_relu_mask", "masked_conv_transpose", "langevin_update", "unpack_mask",
-           "pack_mask", "mask_shape", "conv_output_shape", "resolve_backend", "triton_available"]
+__all__ = ["BACKENDS", "channel_alignment", "conv_relu_mask", "masked_conv_transpose", "langevin_update",
+           "unpack_mask", "pack_mask", "mask_shape", "conv_output_shape", "resolve_backend", "triton_available"]
 
 
 def triton_available() -> bool:
