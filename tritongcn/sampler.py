@@ -20,9 +20,10 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     one big batch would. `boundary="periodic"` samples on the torus (see GenerativeConvNet).
     `precision="bfloat16"` computes B(I) in bfloat16 (see GenerativeConvNet.grad_input); the chains and
     the update stay in float32. The default "auto" is bfloat16 where it is the fast path (CPUs with native
-    bfloat16, the Triton kernels on a GPU) and float32 elsewhere (model.resolve_precision). `bounds` = (low, high), per channel (C,), keeps the chains in the
-    box of valid images after every step (projected Langevin dynamics: the model restricted to images
-    whose pixels lie in [0, 255], mean-subtracted); None leaves them unbounded.
+    bfloat16, the Triton kernels on a GPU) and float32 elsewhere (model.resolve_precision). `bounds` =
+    (low, high), per channel (C,), keeps the chains in the box of valid images after every step (projected
+    Langevin dynamics: the model restricted to images whose pixels lie in [0, 255], mean-subtracted); None
+    leaves them unbounded.
     """
     if steps < 0 or step_size <= 0 or sigma <= 0:
         raise ValueError("langevin needs steps >= 0, step_size > 0 and sigma > 0")
