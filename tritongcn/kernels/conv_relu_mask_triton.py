@@ -44,6 +44,18 @@ def wrap(i, size):
 
 
 @triton.jit
+def wrap_or_bound(row, col, H, W, ok, PERIODIC: tl.constexpr):
+    """(row, col, ok) of a read: on the torus the indices wrapped around an H x W image; with zero padding
+    `ok` narrowed to the indices inside it (the padding reads as zeros). Every kernel's boundary rule."""
+    if PERIODIC:
+        row = wrap(row, H)
+        col = wrap(col, W)
+    else:
+        ok = ok & (row >= 0) & (row < H) & (col >= 0) & (col < W)
+    return row, col, ok
+
+
+@triton.jit
 def _conv_relu_mask_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, mask_ptr,
     H, W, Ho, Wo,
@@ -79,15 +91,9 @@ def _conv_relu_mask_kernel(
             j_ok = j < C * KW
             c = j // KW  # a vector of BLOCK_K, once per iteration: KW is a constant
             s = j % KW
-            ih = ih0 + r
-            iw = iw0[:, None] + s[None, :]
-            if PERIODIC:
-                ih = wrap(ih, H)
-                iw = wrap(iw, W)
-                ok = m_ok[:, None] & j_ok[None, :]
-            else:
-                ok = (m_ok & (ih >= 0) & (ih < H))[:, None] & j_ok[None, :] & (iw >= 0) & (iw < W)
-            a = tl.load(x_chain + (ih * sx_h)[:, None] + iw * sx_w + (c * sx_c)[None, :], mask=ok, other=0.0)
+            ih, iw, ok = wrap_or_bound((ih0 + r)[:, None], iw0[:, None] + s[None, :], H, W,
+                                       m_ok[:, None] & j_ok[None, :], PERIODIC)
+            a = tl.load(x_chain + ih * sx_h + iw * sx_w + (c * sx_c)[None, :], mask=ok, other=0.0)
             b = tl.load(w_ptr + offs_n[None, :] * (KH * C * KW) + (r * (C * KW) + j)[:, None],
                         mask=j_ok[:, None] & n_ok[None, :], other=0.0)
             acc = tl.dot(a.to(w_dtype), b, acc, input_precision=PRECISION)
@@ -98,14 +104,7 @@ def _conv_relu_mask_kernel(
             tap = it // CHUNKS
             c = (it % CHUNKS) * BLOCK_K + offs_c
             c_ok = c < C
-            ih = ih0 + tap // KW
-            iw = iw0 + tap % KW
-            if PERIODIC:
-                ih = wrap(ih, H)
-                iw = wrap(iw, W)
-                tap_ok = m_ok
-            else:
-                tap_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            ih, iw, tap_ok = wrap_or_bound(ih0 + tap // KW, iw0 + tap % KW, H, W, m_ok, PERIODIC)
             a = tl.load(x_chain + (ih * sx_h + iw * sx_w)[:, None] + (c * sx_c)[None, :],
                         mask=tap_ok[:, None] & c_ok[None, :], other=0.0)
             b = tl.load(w_ptr + offs_n[None, :] * (KH * KW * C) + (tap * C + c)[:, None],

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from .bitmask import mask_shape
-from .conv_relu_mask_triton import wrap
+from .conv_relu_mask_triton import wrap_or_bound
 from .launch import (LAYOUTS, activation_format, channel_block, dot_precision, gemm_blocks, interpreting,
                      next_power_of_2, strides4)
 from .masked_conv_transpose import conv_output_shape
@@ -79,14 +79,7 @@ def _masked_conv_transpose_kernel(
         tap = it // CHUNKS
         k = (it % CHUNKS) * BLOCK_K + offs_k
         k_ok = k < K
-        oh = qh - tap // TW
-        ow = qw - tap % TW
-        if PERIODIC:
-            oh = wrap(oh, Ho)
-            ow = wrap(ow, Wo)
-            row_ok = q_ok
-        else:
-            row_ok = q_ok & (oh >= 0) & (oh < Ho) & (ow >= 0) & (ow < Wo)
+        oh, ow, row_ok = wrap_or_bound(qh - tap // TW, qw - tap % TW, Ho, Wo, q_ok, PERIODIC)
         a = tl.load(g_chain + (oh * sg_h + ow * sg_w)[:, None] + (k * sg_k)[None, :],
                     mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         b = tl.load(w_ptr + offs_n[None, :] * (TH * TW * K) + (tap * K + k)[:, None],
@@ -95,14 +88,9 @@ def _masked_conv_transpose_kernel(
 
     # Column (c, a, b) of grid point (qh, qw) is input pixel (S qh + a - PAD, S qw + b - PAD) of channel c.
     c = offs_n // (S * S)
-    ih = (S * qh - PAD)[:, None] + ((offs_n // S) % S)[None, :]
-    iw = (S * qw - PAD)[:, None] + (offs_n % S)[None, :]
-    if PERIODIC:
-        ih = wrap(ih, H)
-        iw = wrap(iw, W)
-        ok = q_ok[:, None] & n_ok[None, :]
-    else:
-        ok = q_ok[:, None] & n_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    ih, iw, ok = wrap_or_bound((S * qh - PAD)[:, None] + ((offs_n // S) % S)[None, :],
+                               (S * qw - PAD)[:, None] + (offs_n % S)[None, :], H, W,
+                               q_ok[:, None] & n_ok[None, :], PERIODIC)
     if GATE_OUTPUT:  # the bits of the layer below, whose ReLU output this gradient is for
         pix = ih * W + iw
         words_in = tl.cdiv(H * W, 32)
