@@ -20,7 +20,7 @@ import torch
 
 import tritongcn
 from tritongcn import GenerativeConvNet, langevin
-from tritongcn.model import resolve_precision
+from tritongcn.model import TEXTURE_LAYERS, resolve_precision
 from tritongcn.profile import autograd_langevin, median_seconds
 
 
@@ -40,9 +40,10 @@ def machine_name(device: torch.device) -> str:
     return f"{cpu_name()}, {torch.get_num_threads()} threads"
 
 
-def bench_model(device: torch.device) -> GenerativeConvNet:
-    """The texture net with random weights and biases of both signs, as after learning, so the bits are mixed."""
-    model = GenerativeConvNet.texture(3, generator=torch.Generator().manual_seed(0)).to(device)
+def bench_model(device: torch.device, layers=TEXTURE_LAYERS) -> GenerativeConvNet:
+    """The texture net (or a net of `layers`) with random weights and biases of both signs, as after
+    learning, so the bits are mixed."""
+    model = GenerativeConvNet(3, layers, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         for conv in model.convs:
             conv.bias.normal_(0.0, 1.0)

@@ -34,11 +34,14 @@ import torch
 import torch.nn.functional as F
 
 import tritongcn
-from tritongcn import GenerativeConvNet, LayerSpec
+from tritongcn import LayerSpec
 from tritongcn.kernels import conv_relu_mask, langevin_update, masked_conv_transpose, pack_mask, unpack_mask
 from tritongcn.kernels.launch import activation_format
 from tritongcn.kernels.torus import torus_padding, wrap_pad
+from tritongcn.model import TEXTURE_LAYERS
 from tritongcn.profile import autograd_langevin
+
+from bench_langevin import bench_model
 
 # ||out - ref|| / ||ref|| allowed per arithmetic: fp32 lands far under it, TF32 near 3e-4, bf16 operands
 # between 1e-3 and 1e-2.
@@ -53,6 +56,7 @@ AWKWARD_CASES = [(1, 1, 5, 5, 1, 3, 1, 1, False), (5, 3, 17, 13, 33, 7, 3, 2, Fa
                  (2, 5, 9, 31, 130, 4, 2, 3, False), (7, 3, 15, 15, 100, 15, 3, 0, False),
                  (3, 7, 12, 9, 5, 5, 3, 0, True), (2, 64, 11, 7, 30, 3, 1, 0, True),
                  (33, 3, 33, 30, 100, 15, 3, 0, True), (4, 100, 19, 23, 64, 5, 1, 2, False)]
+SMOKE_LAYERS = [LayerSpec(33, 7, 3, 2), LayerSpec(12, 5, 1, 2), LayerSpec(6, 3, 1, 2)]
 SMOKE_CASES = [(2, 3, 12, 12, 33, 7, 3, 2, False), (2, 5, 9, 6, 7, 3, 1, 0, True), (1, 1, 5, 5, 1, 3, 1, 1, False)]
 STEP_CONFIGS = [(16, 64), (256, 64), (1024, 64), (4096, 64), (16, 224), (256, 224), (1024, 224)]
 
@@ -155,7 +159,7 @@ GRAD_TOLERANCE = {"ieee": 1e-4, "tf32": 2e-2, "bf16": 1e-1}
 def check_grad_input(device, smoke):
     """`grad_input` as the sampler runs it (channels padded, gated where produced) against float64 autograd
     of the score, for the texture net with random weights, zero padding and the torus."""
-    model = bench_model(device, smoke)
+    model = check_model(device, smoke)
     ref_model = copy.deepcopy(model).double()
     size = 24 if smoke else 222  # a multiple of the stride, for the torus
     x = torch.randn(2, 3, size, size, device=device) * 30
@@ -239,6 +243,7 @@ def check_noise(device, smoke):
 
 
 def section_correctness(device, args, out):
+    """Every kernel and B(I) against float64, the big bank, the noise: a list of result rows."""
     smoke, quick = args.smoke, args.quick
     gen = torch.Generator(device=device).manual_seed(0)
     rows = []
@@ -290,22 +295,17 @@ def event_seconds(fn, device):
     return begin.elapsed_time(end) / 1e3
 
 
-def bench_model(device, smoke):
-    gen = torch.Generator().manual_seed(0)
-    layers = [LayerSpec(33, 7, 3, 2), LayerSpec(12, 5, 1, 2), LayerSpec(6, 3, 1, 2)] if smoke else None
-    model = (GenerativeConvNet(3, layers, generator=gen) if smoke else GenerativeConvNet.texture(3, generator=gen))
-    with torch.no_grad():
-        for conv in model.convs:  # biases of both signs, as after learning, so the bits are mixed
-            conv.bias.normal_(0.0, 1.0)
-    return model.to(device)
+def check_model(device, smoke):
+    """bench_model's texture net; in the smoke mode its shape with fewer channels, for the interpreter."""
+    return bench_model(device, SMOKE_LAYERS if smoke else TEXTURE_LAYERS)
 
 
 def section_step(device, args, out):
-    smoke, repeats = args.smoke, (1 if args.smoke else args.repeats)
     """Whole Langevin steps (input gradient + update), ours against autograd, interleaved."""
+    smoke, repeats = args.smoke, (1 if args.smoke else args.repeats)
     from tritongcn.sampler import langevin
 
-    model = bench_model(device, smoke)
+    model = check_model(device, smoke)
     configs = [(2, 18)] if smoke else STEP_CONFIGS
     precisions = ["float32"] if smoke else ["float32", "bfloat16"]
     rows = []
@@ -384,8 +384,8 @@ def _cli(args):
 
 
 def section_sample(device, args, out):
-    smoke = args.smoke
     """A short learn of the bundled brick on this device, then many chains of its model."""
+    smoke = args.smoke
     root = Path(__file__).resolve().parent.parent
     run = out / "learn_bfloat16"  # the precision section's model, when it ran
     if not (run / "model.pt").exists():
@@ -422,6 +422,7 @@ def section_sample(device, args, out):
 
 
 def section_profile(device, args, out):
+    """`tritongcn profile` in each precision at 1024 chains of 224 px."""
     smoke = args.smoke
     chains, size = (2, 24) if smoke else (1024, 224)
     for precision in ["float32"] if smoke else ["float32", "bfloat16"]:
@@ -469,7 +470,7 @@ def section_blocks(device, args, out):
     from tritongcn.kernels import channel_alignment, launch
 
     smoke = args.smoke
-    model = bench_model(device, smoke)
+    model = check_model(device, smoke)
     n, size = (2, 24) if smoke else (256, 224)
     candidates = BLOCK_CANDIDATES[:2 if smoke else 4 if args.quick else None]
     x = torch.randn(n, 3, size, size, device=device) * 30
