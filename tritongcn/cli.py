@@ -292,7 +292,9 @@ def _fresh_samples(learner) -> "torch.Tensor":
 
 def _settings_line(config) -> str:
     """The recipe of a run in one line."""
-    how = "layers grown one at a time" if config.grow_layers and not config.cd_steps else "all layers at once"
+    from .learn import Learner
+
+    how = "layers grown one at a time" if Learner.grows(config) else "all layers at once"
     if config.cd_steps:
         chains = f"{config.cd_steps}-step contrastive divergence"
     else:

@@ -100,7 +100,7 @@ class Learner:
                 model = GenerativeConvNet.texture(channels, generator=generator)
             if config.layers > len(model.layers):
                 raise ValueError(f"the {config.model} net has {len(model.layers)} layers, asked for {config.layers}")
-            # The release grows the layers one at a time; the default learns them all at once.
+            # Layers grown one at a time (the release and the default) or all at once (grow_layers=False, CD).
             model.depth = 1 if self.grows(config) else config.layers
         self.model = model.to(self.device)
         stride = self.model.total_stride(len(self.model.layers))
