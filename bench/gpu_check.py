@@ -383,25 +383,29 @@ def _cli(args):
     return result
 
 
+# A learn the interpreter's machine gets through in seconds (the smoke mode): tiny images, few iterations,
+# in float32.
+SMOKE_LEARN = ["--image-size", "40", "--sample-size", "36", "--chains", "3", "--iterations", "2",
+               "--langevin-steps", "2", "--sample-steps", "3", "--precision", "float32"]
+
+
+def learn_brick(run: Path, device, options) -> float:
+    """`tritongcn learn` of the bundled brick into `run` with `options`; its wall seconds."""
+    brick = Path(__file__).resolve().parent.parent / "examples" / "brick.png"
+    start = time.perf_counter()
+    _cli(["learn", str(brick), "--out", str(run), "--overwrite", "--device", str(device), *options])
+    return time.perf_counter() - start
+
+
 def section_sample(device, args, out):
     """A short learn of the bundled brick on this device, then many chains of its model."""
     smoke = args.smoke
-    root = Path(__file__).resolve().parent.parent
     run = out / "learn_bfloat16"  # the precision section's model, when it ran
+    learn_s = 0.0
     if not (run / "model.pt").exists():
         run = out / "learn"
-    learn_args = ["learn", str(root / "examples" / "brick.png"), "--out", str(run), "--overwrite",
-                  "--device", str(device)]
-    if smoke:
-        learn_args += ["--image-size", "40", "--sample-size", "36", "--chains", "3", "--iterations", "2",
-                       "--langevin-steps", "2", "--sample-steps", "3", "--precision", "float32"]
-    else:
-        learn_args += ["--iterations", "30", "--sample-steps", "30"]
-    start = time.perf_counter()
-    if run.name == "learn":
         print("\n== learn (short) ==")
-        _cli(learn_args)
-    learn_s = time.perf_counter() - start
+        learn_s = learn_brick(run, device, SMOKE_LEARN if smoke else ["--iterations", "30", "--sample-steps", "30"])
     chains, steps = (4, 2) if smoke else (4096, 20)
     sample_args = ["sample", str(run / "model.pt"), "--chains", str(chains), "--steps", str(steps),
                    "--format", "npz", "--out", str(out / "samples"), "--overwrite", "--device", str(device)]
@@ -435,21 +439,13 @@ def section_profile(device, args, out):
 
 def section_precision(device, args, out):
     """The same short learn of the bundled brick in float32 and bfloat16: do bf16 kernels learn as well?"""
-    root = Path(__file__).resolve().parent.parent
     rows = {}
     for precision in ("float32", "bfloat16"):
         run = out / f"learn_{precision}"
-        learn_args = ["learn", str(root / "examples" / "brick.png"), "--out", str(run), "--overwrite",
-                      "--device", str(device), "--precision", precision]
-        if args.smoke:
-            learn_args += ["--image-size", "40", "--sample-size", "36", "--chains", "3", "--iterations", "2",
-                           "--langevin-steps", "2", "--sample-steps", "3"]
-        if args.smoke:
-            learn_args[learn_args.index("--precision") + 1] = "float32"
         print(f"\n== learn, {precision} ==")
-        start = time.perf_counter()
-        _cli(learn_args)
-        rows[precision] = {"seconds": time.perf_counter() - start}
+        # The smoke mode checks the script only: float32 both times (SMOKE_LEARN's last option wins).
+        options = ["--precision", precision] + (SMOKE_LEARN if args.smoke else [])
+        rows[precision] = {"seconds": learn_brick(run, device, options)}
         if (run / "eval.json").exists():
             rows[precision]["eval"] = json.loads((run / "eval.json").read_text())
     return rows
