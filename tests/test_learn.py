@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tritongcn import LearnConfig, Learner
-from tritongcn.config import recipe
+from tritongcn.config import RELEASE, recipe
+from tritongcn.learn import ReversalDamping
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 
 TINY = dict(image_size=40, sample_size=36, chains=2, langevin_steps=2, iterations=3, layers=2)
@@ -242,14 +243,46 @@ def test_a_learner_resumed_from_its_state_ends_where_an_uninterrupted_one_does()
     list(straight.run())
     first = Learner(_observed(), config)
     runs = first.run()
-    for _ in range(5):
+    for _ in range(13):  # into the second layer, whose steps reversals have shrunk by then
         next(runs)
+    # The saved state must include steps that reversals have shrunk, or it would not be tested.
+    assert min(first.damping.scale.values()) < 1
     resumed = Learner(_observed(), config)
     resumed.load_state_dict(first.state_dict())
     list(resumed.run())
     assert torch.equal(resumed.chains, straight.chains)
     for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_tensor_whose_gradient_reverses_has_its_step_halved_and_regrown_while_it_keeps_its_direction():
+    damping, p = ReversalDamping(), torch.nn.Parameter(torch.zeros(3))
+
+    def scaled(gradient):
+        """The step the rule gives this gradient, as a fraction of the rate."""
+        p.grad = torch.tensor(gradient)
+        damping.apply([("w", p)])
+        assert torch.equal(p.grad, damping.scale["w"] * torch.tensor(gradient))
+        return damping.scale["w"]
+
+    assert scaled([2.0, 0.0, 0.0]) == 1.0  # nothing to compare with yet
+    assert scaled([-2.0, 1.0, 0.0]) == 0.5  # points against the last one
+    assert scaled([0.0, 0.0, 3.0]) == pytest.approx(0.6)  # orthogonal: not a reversal, so it grows
+    assert scaled([0.0, 0.0, 0.0]) == pytest.approx(0.6)  # no direction: the step stays as it was
+    for sign in [-1, 1] * 10:
+        scaled([0.0, 0.0, sign * 1.0])
+    assert damping.scale["w"] == ReversalDamping.FLOOR
+    for _ in range(30):
+        scaled([0.0, 0.0, 1.0])
+    assert damping.scale["w"] == 1.0
+
+
+def test_steps_are_damped_on_reversal_by_default_and_not_in_the_release_recipe_or_old_files():
+    assert Learner.damps(LearnConfig())
+    assert not Learner.damps(LearnConfig(**RELEASE))
+    assert not Learner.damps(LearnConfig(optimizer="adam"))  # Adam scales its own steps
+    saved_before_it_existed = {k: v for k, v in LearnConfig().to_dict().items() if k != "damp_reversals"}
+    assert not LearnConfig.from_dict(saved_before_it_existed).damp_reversals
 
 
 def _blobs(size: int, seed: int) -> torch.Tensor:

@@ -300,7 +300,8 @@ def _settings_line(config) -> str:
     else:
         chains = (f"{config.chains} chains of {config.chain_size} px from {config.start}, "
                   f"{config.langevin_steps} Langevin steps of {config.step_size:g} per update")
-    return (f"{config.layers} layers ({how}), {config.iterations} iterations, {config.optimizer} lr "
+    optimizer = config.optimizer + (" (steps halved on reversal)" if Learner.damps(config) else "")
+    return (f"{config.layers} layers ({how}), {config.iterations} iterations, {optimizer} lr "
             f"{config.lr:g}, {chains}")
 
 

@@ -75,6 +75,9 @@ class LearnConfig:
     zero_mean_filters: bool = True  # keep first-layer filters zero-mean (see Learner.project_filters)
     weight_decay: float = 1e-4  # release: 1e-4
     clip: float = 20.0  # SGD: rescale each parameter's gradient so its largest entry is at most this
+    # SGD: halve a tensor's step when its gradient reverses, regrow it when it does not (Rprop's rule,
+    # tritongcn.learn.ReversalDamping); without it the upper layers' weights bounce at every update.
+    damp_reversals: bool = True
     seed: int = 0  # weights' initialisation and Langevin noise
     # 0: maximum likelihood with persistent chains (Algorithm 1). k > 0: k-step contrastive divergence, the
     # chains restart from the observed images at every iteration and all layers are learned at once.
@@ -124,7 +127,8 @@ class LearnConfig:
         samples' size), so a missing setting takes that value, not today's default."""
         known = {f.name for f in fields(cls)}
         legacy = {"grow_layers": True, "lr_decay_start": 0.0, "start": "zero", "lifetime": 0,
-                  "persistent_chains": 0, "bounded": False, "chain_size": d.get("sample_size", 0)}
+                  "persistent_chains": 0, "bounded": False, "damp_reversals": False,
+                  "chain_size": d.get("sample_size", 0)}
         settings = {k: v for k, v in d.items() if k in known}
         return cls(**{**{k: v for k, v in legacy.items() if k not in d}, **settings})
 
@@ -133,7 +137,8 @@ class LearnConfig:
 # time, 300 plain clipped SGD steps each, persistent chains from the mean image, 10 Langevin steps of 0.3.
 # The object model and contrastive divergence learn this way; they were not tuned further.
 RELEASE = dict(grow_layers=True, optimizer="sgd", lr_final=1.0, lr_decay_start=0.0, chains=4, langevin_steps=10,
-               step_size=0.3, iterations=300, start="zero", lifetime=0, persistent_chains=0, bounded=False)
+               step_size=0.3, iterations=300, start="zero", lifetime=0, persistent_chains=0, bounded=False,
+               damp_reversals=False)
 QUALITIES = ("default", "high")
 # `--quality high`: the same recipe, longer and with twice the chains (bench/TUNING.md).
 HIGH = dict(chains=16, persistent_chains=8, iterations=700)

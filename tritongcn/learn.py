@@ -56,6 +56,47 @@ SILENT_SHARE = 1e-4
 MAX_REGROWTHS = 4
 
 
+class ReversalDamping:
+    """Rprop's sign rule, per tensor, on top of the clipped SGD step: a tensor whose gradient points
+    against its previous one (cosine < 0) has its step halved, down to `FLOOR` of the rate; one whose
+    gradient keeps its direction has it grown by 1.2x, back up to the full rate.
+
+    Why: the clip rescales each tensor's gradient to a largest entry of `clip` at every iteration (the
+    raw gradients are 1e4 to 1e5), so the plain step never shrinks as the weights near the point where
+    data and chains balance. The weights of the upper layers then bounce across it, each update pointing
+    against the last (cosine -0.85 to -0.98 on bark) and the gap swinging sign at every iteration.
+    Halving on a reversal lets the step shrink to the size the balance needs; the tensors that move
+    steadily keep the full rate (bench/TUNING.md).
+    """
+
+    DOWN, UP, FLOOR = 0.5, 1.2, 0.03
+
+    def __init__(self):
+        self.scale = {}  # parameter name -> its step, as a fraction of the rate
+        self.last = {}  # parameter name -> its last gradient (clipped, before the scale)
+
+    @torch.no_grad()
+    def apply(self, named_params) -> None:
+        """Scale each gradient in place by its tensor's step, updated from the last gradient."""
+        for name, p in named_params:
+            g, last = p.grad, self.last.get(name)
+            scale = self.scale.get(name, 1.0)
+            if last is not None:
+                norms = g.norm() * last.norm()
+                if norms > 0:
+                    reversed_ = (g * last).sum() < 0
+                    scale = max(self.FLOOR, scale * self.DOWN) if reversed_ else min(1.0, scale * self.UP)
+            self.scale[name], self.last[name] = scale, g.clone()
+            g.mul_(scale)
+
+    def state_dict(self) -> dict:
+        return {"scale": dict(self.scale), "last": {k: v.cpu() for k, v in self.last.items()}}
+
+    def load_state_dict(self, state: dict, device) -> None:
+        self.scale = dict(state["scale"])
+        self.last = {k: v.to(device) for k, v in state["last"].items()}
+
+
 class LearningFailed(RuntimeError):
     """Learning cannot go on; the message says why and what to change."""
 
@@ -111,6 +152,7 @@ class Learner:
             chain_size=config.chain_size or learning_chain_size(side, stride, field))
         self.project_filters()
         self.optimizer = self._make_optimizer()
+        self.damping = ReversalDamping() if self.damps(config) else None
         # Periodic chains have no border, so the data are scored by their interior only ("valid"): both
         # sides then measure the same thing, the responses of filters that see nothing but texture.
         self.data_boundary = data_boundary(config, self.model)
@@ -150,6 +192,11 @@ class Learner:
     def grows(config: LearnConfig) -> bool:
         """Whether the layers are switched on one at a time (the release) or learned at once."""
         return config.grow_layers and not config.cd_steps
+
+    @staticmethod
+    def damps(config: LearnConfig) -> bool:
+        """Whether each tensor's SGD step is halved on a reversal (`ReversalDamping`); Adam adapts its own."""
+        return config.damp_reversals and config.optimizer == "sgd"
 
     @classmethod
     def from_images(cls, images: torch.Tensor, config: LearnConfig, world: World | None = None) -> "Learner":
@@ -307,6 +354,8 @@ class Learner:
             if self.step_scale[i] != 1.0:
                 for p in conv.parameters():
                     p.grad.mul_(self.step_scale[i])
+        if self.damping is not None:
+            self.damping.apply(self.model.active_named_parameters())
         self.optimizer.step()
         self.project_filters()
         if not all(torch.isfinite(p).all() for p in params):
@@ -402,6 +451,8 @@ class Learner:
         self.seconds = float(state["seconds"])
         self.step_scale = list(state.get("step_scale", self.step_scale))
         self.layer_start = state.get("layer_start")
+        if self.damping is not None and "damping" in state:
+            self.damping.load_state_dict(state["damping"], self.device)
 
     def state_dict(self) -> dict:
         return {"config": self.config.to_dict(), "model_config": self.model.config(),
@@ -409,7 +460,8 @@ class Learner:
                 "chains": self.chains.detach().cpu(), "layer": self.layer, "iteration": self.iteration,
                 "langevin_steps_done": self.langevin_steps_done, "seconds": self.seconds,
                 "mean": self.mean.clone(), "step_scale": list(self.step_scale),
-                "layer_start": self.layer_start, "start_kernel": self.start_kernel.clone()}
+                "layer_start": self.layer_start, "start_kernel": self.start_kernel.clone(),
+                "damping": self.damping.state_dict() if self.damping is not None else None}
 
     def fresh_bank(self, chains: int, seed: int = 0) -> ChainBank:
         """`chains` new chains of the learned model, as `tritongcn sample` draws them by default: from

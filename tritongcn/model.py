@@ -201,10 +201,16 @@ class GenerativeConvNet(nn.Module):
     def active_parameters(self) -> list:
         """The parameters f depends on at this depth: the active layers' and, for the object model, the
         top filter of this depth."""
-        params = [p for conv in self.active_convs() for p in conv.parameters()]
+        return [p for _, p in self.active_named_parameters()]
+
+    def active_named_parameters(self) -> list:
+        """`active_parameters()` as (name, parameter) pairs, named as `named_parameters()` names them."""
+        pairs = [(f"convs.{i}.{name}", p) for i, conv in enumerate(self.active_convs())
+                 for name, p in conv.named_parameters()]
         if self.top == "fc":
-            params += [self.fc_weights[self.depth - 1], self.fc_biases[self.depth - 1]]
-        return params
+            top = self.depth - 1
+            pairs += [(f"fc_weights.{top}", self.fc_weights[top]), (f"fc_biases.{top}", self.fc_biases[top])]
+        return pairs
 
     def top_score(self, top: torch.Tensor) -> torch.Tensor:
         """f per image from the top active layer's ReLU output."""
