@@ -26,10 +26,10 @@ def learning_chain_size(image_size: int, stride: int, receptive_field: int) -> i
 @dataclass
 class LearnConfig:
     """One learning run. The defaults are the texture recipe measured in bench/TUNING.md: the release's
-    layer-by-layer clipped SGD with short Langevin runs of large steps between updates on half-size
-    chains, half of which start again from the sampler's start every `lifetime` iterations, so the model
-    learns what its own new chains do, and half of which never restart, so it also learns where long runs
-    go (`RELEASE` holds the release's recipe)."""
+    layer-by-layer clipped SGD, each tensor's step halved when its update reverses, with short Langevin
+    runs of large steps between updates on half-size chains, half of which start again from the
+    sampler's start every `lifetime` iterations, so the model learns what its own new chains do, and half
+    of which never restart, so it also learns where long runs go (`RELEASE` holds the release's recipe)."""
 
     image_size: int = 224  # training image: shorter side resized to this, then a centred square crop
     # Side of the fresh samples drawn at the end (and `tritongcn sample`'s default). 0: the training
@@ -46,7 +46,7 @@ class LearnConfig:
     # mode: half of it at eps = 1, 4.5 % at 0.3; the update stays stable below eps = 2 sigma.
     step_size: float = 1.0
     sigma: float = 1.0  # reference Gaussian's standard deviation (release: 1)
-    iterations: int = 200  # weight updates per grown layer (all layers at once: in all)
+    iterations: int = 300  # weight updates per grown layer (all layers at once: in all)
     layers: int = 3  # layers of the net
     # Layers switched on one at a time, `iterations` each, the lower ones refined with each new one (the
     # release); False learns them all at once, which ran away with SGD and Adam alike (bench/TUNING.md).
