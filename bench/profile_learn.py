@@ -8,7 +8,7 @@ only when the layers learn at once) times, per iteration, medians over `--iterat
 - Langevin: the L steps of every chain (`ChainBank.advance`);
 - weight gradient: the scores of the data and the chains and their backward pass, in the precision the
   learner runs it (`Learner.step` does the same), and in float32 (how it ran before bfloat16 autocast);
-- update: the optimiser step and the filter projection;
+- update: `Learner.update`, the clip, the step scales, the optimiser step and the filter projection;
 - the whole `Learner.step`, and what is left of it (restarts, metrics, Python).
 Prints a table and appends JSON lines to bench/results.jsonl.
 """
@@ -16,8 +16,6 @@ Prints a table and appends JSON lines to bench/results.jsonl.
 import argparse
 import datetime
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -26,18 +24,15 @@ import tritongcn
 from tritongcn.config import RELEASE, LearnConfig, image_sample_size
 from tritongcn.io import load_image, preprocess
 from tritongcn.learn import Learner, per_position_score
+from tritongcn.profile import median_seconds
 
 from bench_langevin import cpu_name
 from tune_recipe import _parse
 
 
 def _median_ms(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    """Median milliseconds of `fn` after a warm-up call (first-call allocations, oneDNN primitives)."""
+    return 1e3 * median_seconds(fn, torch.device("cpu"), repeats)
 
 
 def profile(learner, repeats):
@@ -50,15 +45,10 @@ def profile(learner, repeats):
             f_syn = per_position_score(learner.model, learner.chains, learner.chain_boundary)
         (f_syn - f_obs).backward()
 
-    def update():
-        learner.optimizer.step()
-        learner.project_filters()
-
-    learner.step()  # warm-up: first-call allocations and the oneDNN primitives of these shapes
     row = {"langevin_ms": _median_ms(lambda: learner.bank.advance(c.langevin_steps), repeats),
            "weight_gradient_ms": _median_ms(weight_gradient, repeats),
            "weight_gradient_float32_ms": _median_ms(lambda: weight_gradient(False), repeats),
-           "update_ms": _median_ms(update, repeats),
+           "update_ms": _median_ms(learner.update, repeats),
            "iteration_ms": _median_ms(learner.step, repeats)}
     row["rest_ms"] = row["iteration_ms"] - row["langevin_ms"] - row["weight_gradient_ms"] - row["update_ms"]
     return row

@@ -346,10 +346,22 @@ class Learner:
             raise FloatingPointError(f"learning diverged {where}: the scores are no longer finite; lower --lr "
                                      f"(now {c.lr:g}) or --step-size (now {c.step_size:g})")
         grad_norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in params)).item()
-        for p in params:
+        self.update()
+        if not all(torch.isfinite(p).all() for p in params):
+            raise FloatingPointError(f"the weights diverged {where}: an update left NaN or Inf in them; lower "
+                                     f"--lr (now {c.lr:g})")
+
+        return self._record(f_obs, f_syn, grad_norm, active_obs, active_syn, record, start)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Move the active weights by their gradients: each clipped, scaled by its layer's step
+        (`_regrow_silent_layer`) and, if configured, by its tensor's reversal damping; then the optimiser's
+        step and the filter projection."""
+        for p in self.model.active_parameters():
             largest = p.grad.abs().max()
-            if largest > c.clip:
-                p.grad.mul_(c.clip / largest)
+            if largest > self.config.clip:
+                p.grad.mul_(self.config.clip / largest)
         for i, conv in enumerate(self.model.active_convs()):
             if self.step_scale[i] != 1.0:
                 for p in conv.parameters():
@@ -358,11 +370,6 @@ class Learner:
             self.damping.apply(self.model.active_named_parameters())
         self.optimizer.step()
         self.project_filters()
-        if not all(torch.isfinite(p).all() for p in params):
-            raise FloatingPointError(f"the weights diverged {where}: an update left NaN or Inf in them; lower "
-                                     f"--lr (now {c.lr:g})")
-
-        return self._record(f_obs, f_syn, grad_norm, active_obs, active_syn, record, start)
 
     def _chains_to_restart(self) -> list:
         """Indices (in this process's bank) of the chains whose life ends now: chain g of the whole bank,
