@@ -8,11 +8,10 @@ well above the texture's own.
 """
 
 import argparse
-from pathlib import Path
 
 import torch
 
-from tritongcn.io import load_image, preprocess
+from tritongcn.io import image_paths, load_image, preprocess
 
 
 def stride_power_share(images: torch.Tensor, stride: int) -> float:
@@ -30,8 +29,7 @@ def stride_power_share(images: torch.Tensor, stride: int) -> float:
 
 
 def _images(paths) -> list:
-    files = [f for p in map(Path, paths) for f in (sorted(p.glob("*.png")) if p.is_dir() else [p])]
-    return [torch.from_numpy(load_image(f)).permute(2, 0, 1).float() for f in files]
+    return [torch.from_numpy(load_image(f)).permute(2, 0, 1).float() for f in image_paths(paths)]
 
 
 def main():

@@ -115,7 +115,7 @@ def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_si
 
     from .distributed import finish, gather_objects, init_world
     from .interrupts import INTERRUPTED_EXIT_CODE, stop_requests
-    from .io import InputError, load_checkpoint, load_image, preprocess, save_checkpoint
+    from .io import InputError, image_paths, load_checkpoint, load_image, preprocess, save_checkpoint
     from .learn import Learner
     from .model import OBJECT_LAYERS, TEXTURE_LAYERS, GenerativeConvNet
 
@@ -142,7 +142,7 @@ def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_si
         c = LearnConfig.from_dict(saved["config"])
         model_kind, image_size, cd_steps, layers, periodic = c.model, c.image_size, c.cd_steps, c.layers, c.periodic
     try:
-        paths = _image_paths([image]) if image.is_dir() else [image]
+        paths = image_paths([image]) if image.is_dir() else [image]
         if not paths:
             raise InputError(f"{image}: a folder without PNG or JPEG images")
         raws = [load_image(path, note=_note) for path in paths]
@@ -447,17 +447,6 @@ def _write_outputs(out_dir, seed, state, images, samples, chains, records) -> No
     save_checkpoint(state, out_dir / "model.pt")
 
 
-def _image_paths(paths):
-    """Files as given, and the PNG/JPEG files inside given folders, sorted."""
-    found = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        else:
-            found.append(path)
-    return found
-
-
 @main.command("eval")
 @click.argument("texture", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("samples", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -482,11 +471,11 @@ def evaluate_command(texture, samples, image_size, crop, crops, seed, as_json):
     import torch
 
     from .evaluate import SMALLEST_CROP, evaluate, largest_crop, portilla_simoncelli_available
-    from .io import InputError, load_image, preprocess
+    from .io import InputError, image_paths, load_image, preprocess
 
     try:
         raw = load_image(texture)
-        paths = _image_paths(samples)
+        paths = image_paths(samples)
         if not paths:
             raise InputError("no PNG or JPEG images among the SAMPLES given")
         images = [load_image(p) for p in paths]
@@ -584,12 +573,12 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
     from .autoencoder import reconstruct as auto_encode
     from .config import LearnConfig
     from .learn import data_boundary
-    from .io import InputError, contact_sheet, load_image, preprocess, save_json, save_png
+    from .io import InputError, contact_sheet, image_paths, load_image, preprocess, save_json, save_png
 
     state, model = _load_model(model_path)
     learned = LearnConfig.from_dict(state["config"])
     try:
-        paths = _image_paths(images)
+        paths = image_paths(images)
         if not paths:
             raise InputError("no PNG or JPEG images in " + ", ".join(str(p) for p in images))
         size = image_size or learned.image_size

@@ -17,6 +17,17 @@ class InputError(ValueError):
     """A problem with what the user gave us, worded for a one-line message."""
 
 
+def image_paths(paths) -> list:
+    """Files as given, and the PNG/JPEG files inside given folders, sorted."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        else:
+            found.append(path)
+    return found
+
+
 def load_image(path, note=None) -> np.ndarray:
     """Read an image as float32 (H, W, C) in [0, 255], C = 1 for grayscale input and 3 for colour.
 
