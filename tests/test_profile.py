@@ -50,3 +50,10 @@ def test_profile_refuses_bfloat16_on_the_triton_interpreter_in_one_line():
     result = CliRunner().invoke(main, ["profile", "--backend", "triton", "--precision", "bfloat16",
                                        "--chains", "1", "--size", "30", "--steps", "1", "--no-compare"])
     assert result.exit_code == 1 and "interpreter" in result.output and "Traceback" not in result.output
+
+
+def test_profile_rounds_a_periodic_size_up_to_the_stride_as_sample_does():
+    result = CliRunner().invoke(main, ["profile", "--boundary", "periodic", "--chains", "1", "--size", "37",
+                                       "--steps", "1", "--no-compare", "--precision", "float32"])
+    assert result.exit_code == 0, result.output
+    assert "profiling at 39 px" in result.output and "1 chain of 39 px" in result.output

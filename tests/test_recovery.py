@@ -8,11 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 from test_cli import TINY, _texture
 from tritongcn import __version__

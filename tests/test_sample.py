@@ -87,7 +87,10 @@ def test_periodic_sizes_are_rounded_to_the_stride(model_path, tmp_path):
     result = CliRunner().invoke(main, ["sample", str(model_path), "--out", str(tmp_path / "s"), "--size", "37",
                                        "--chains", "1", "--steps", "1"])
     assert result.exit_code == 0, result.output
-    assert "sampling at 36 px" in result.output
+    # Up, the one rounding of every side (config.stride_multiple): never smaller than asked.
+    assert "sampling at 39 px" in result.output
+    with Image.open(tmp_path / "s" / "samples" / "00000.png") as im:
+        assert im.size == (39, 39)
 
 
 def test_samples_start_where_the_models_learning_chains_started(model_path, tmp_path):

@@ -11,16 +11,22 @@ STARTS = ("zero", "noise", "spectrum")  # where chains start: tritongcn.starts (
 OPTIMIZERS = ("sgd", "adam")  # tritongcn.learn.Learner._make_optimizer
 
 
+def stride_multiple(size: int, stride: int) -> int:
+    """`size` rounded up to a multiple of the net's total stride, the one rule for every side of periodic
+    chains (on the torus every unit needs a whole window of strides): a sample is never smaller than asked."""
+    return -(-int(size) // stride) * stride
+
+
 def image_sample_size(image_size: int, stride: int) -> int:
-    """The default side of texture samples: the training image's, rounded up to a multiple of the net's
-    total stride (periodic chains need it). 224 px data and the texture net's stride 3 give 225 px."""
-    return -(-int(image_size) // stride) * stride
+    """The default side of texture samples: the training image's, made a multiple of the net's total
+    stride (`stride_multiple`). 224 px data and the texture net's stride 3 give 225 px."""
+    return stride_multiple(image_size, stride)
 
 
 def learning_chain_size(image_size: int, stride: int, receptive_field: int) -> int:
     """The default side of the learning chains: half the training image's, at least the receptive field,
     rounded up to the net's total stride (114 px for 224 px data and the texture net)."""
-    return image_sample_size(max(-(-int(image_size) // 2), receptive_field), stride)
+    return stride_multiple(max(-(-int(image_size) // 2), receptive_field), stride)
 
 
 @dataclass

@@ -162,3 +162,33 @@ def profile_steps(model, x, steps, step_size=0.3, sigma=1.0, boundary="zero", ba
         report["autograd_chain_steps_per_s"] = chains * steps / (time.perf_counter() - start)
         report["autograd_saved_bytes_per_chain"] = autograd_saved_bytes_per_chain(model, x[:1], sigma, boundary)
     return report
+
+
+def report_lines(report, gflops_peak, gbs_peak) -> list:
+    """`profile_steps`'s report as the table `tritongcn profile` prints: one row per call site with its
+    time, share of the step, FLOPs and share of the measured peak, then the summary against autograd."""
+    step_seconds = report["seconds"] / report["steps"]
+    lines = [f"{'call site':<26}{'ms/step':>10}{'share':>8}{'GFLOP':>9}{'GFLOP/s':>10}{'of peak':>9}{'GB/s':>8}"]
+    for site, row in report["sites"].items():
+        ms = row["seconds_per_step"] * 1e3
+        share = row["seconds_per_step"] / step_seconds
+        if row["flops"]:
+            rate = row["flops_per_step"] / row["seconds_per_step"] / 1e9
+            figures = f"{row['flops_per_step'] / 1e9:>9.2f}{rate:>10.1f}{rate / gflops_peak:>9.1%}{'':>8}"
+        else:
+            gbs = row["bytes_per_step"] / row["seconds_per_step"] / 1e9
+            figures = f"{'':>9}{'':>10}{gbs / gbs_peak:>9.1%}{gbs:>8.1f}"
+        lines.append(f"{site:<26}{ms:>10.2f}{share:>8.1%}{figures}")
+    other = step_seconds - sum(r["seconds_per_step"] for r in report["sites"].values())
+    lines.append(f"{'(between the kernels)':<26}{other * 1e3:>10.2f}{other / step_seconds:>8.1%}")
+    summary = f"tritongcn {report['chain_steps_per_s']:.1f} chain-steps/s"
+    if "autograd_chain_steps_per_s" in report:
+        ratio = report["chain_steps_per_s"] / report["autograd_chain_steps_per_s"]
+        summary += f", autograd loop {report['autograd_chain_steps_per_s']:.1f} ({ratio:.2f}x)"
+    lines.append(summary)
+    held = f"held per chain between the passes: bits {report['bits_bytes_per_chain'] / 1e3:.1f} kB"
+    if "autograd_saved_bytes_per_chain" in report:
+        saved = report["autograd_saved_bytes_per_chain"]
+        held += f", autograd's saved tensors {saved / 1e3:.1f} kB ({saved / report['bits_bytes_per_chain']:.1f}x)"
+    lines.append(held)
+    return lines
