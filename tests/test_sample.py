@@ -109,3 +109,23 @@ def test_samples_start_where_the_models_learning_chains_started(model_path, tmp_
     assert result.exit_code == 0 and "from zero" in result.output
     result = _sample(old, tmp_path / "o2", "--chains", "2", "--init", "spectrum")
     assert result.exit_code == 1 and "no spectrum" in result.output
+
+
+def test_sample_keeps_out_of_a_learn_folder_and_does_not_mix_with_earlier_samples(model_path, tmp_path):
+    into_learn = _sample(model_path, model_path.parent, "--chains", "1", "--steps", "1")
+    assert into_learn.exit_code == 1 and "learned model (model.pt)" in into_learn.output
+    assert not (model_path.parent / "stats.json").exists()
+    assert _sample(model_path, tmp_path / "s", "--chains", "1", "--steps", "1").exit_code == 0
+    again = _sample(model_path, tmp_path / "s", "--chains", "1", "--steps", "1")
+    assert again.exit_code == 1 and "already holds" in again.output
+    assert _sample(model_path, tmp_path / "s", "--chains", "1", "--steps", "1", "--overwrite").exit_code == 0
+
+
+def test_sampling_a_checkpoint_of_a_run_still_learning_says_so(model_path, tmp_path):
+    from tritongcn.io import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(model_path)
+    save_checkpoint({**state, "iteration": 1}, tmp_path / "checkpoint.pt")
+    result = _sample(tmp_path / "checkpoint.pt", tmp_path / "s", "--chains", "1", "--steps", "1")
+    assert result.exit_code == 0 and "a model still learning" in result.output
+    assert "still learning" not in _sample(model_path, tmp_path / "s2", "--chains", "1", "--steps", "1").output

@@ -312,8 +312,8 @@ def load_checkpoint(path, fmt: str = CHECKPOINT_FORMAT) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for foreign, damaged or unsafe files
         reason = "it holds objects other than tensors and plain data" if "weights_only" in str(err) else \
-            "damaged or not a torch file"
-        raise InputError(f"{path}: not a readable {what} ({type(err).__name__}: {reason})") from None
+            "damaged, or not a file that torch saved"
+        raise InputError(f"{path}: not a readable {what} file ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise InputError(f"{path}: not a {what} file")
     for key, kind in schema.items():

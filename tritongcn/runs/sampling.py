@@ -67,6 +67,11 @@ def sample(run: SampleRun, report: Reporter | None = None) -> Path:
         size = stride_multiple(size, stride)
         report.say(f"periodic samples need sides that are multiples of {stride}: sampling at {size} px")
     out_dir = run.out_dir or run.model_path.parent / f"samples-{size}"
+    if (out_dir / "model.pt").exists():  # its samples/ would mix learn's files with these
+        raise RunError(f"{out_dir} holds a learned model (model.pt): choose another --out for the samples")
+    if state["layer"] < learned.layers or state["iteration"] < learned.iterations:
+        report.note(f"{run.model_path} is the checkpoint of a learning run stopped at layer {state['layer']}, "
+                    f"iteration {state['iteration']}: these are samples of a model still learning")
     device = usable_device(run.device)
     world = init_world(torch.device(device))
     state_path = _rank_path(out_dir / "chains.pt", world)  # each process saves and resumes its own shard
@@ -75,6 +80,9 @@ def sample(run: SampleRun, report: Reporter | None = None) -> Path:
                        "--overwrite to start again, or choose another --out")
     if run.resume and not state_path.exists():
         raise RunError(f"nothing to resume: {state_path} does not exist")
+    if (out_dir / "stats.json").exists() and not (run.resume or run.overwrite):
+        raise RunError(f"{out_dir} already holds samples (stats.json): pass --overwrite to replace them or "
+                       "choose another --out")
     first, count = world.shard(run.chains)
     if count == 0:
         raise RunError(f"{run.chains} chains cannot be split between {world.size} processes")
