@@ -9,8 +9,9 @@ from PIL import Image
 from tritongcn import __version__
 from tritongcn.cli import main
 
+# Seconds-long runs: the finish has tests of its own (test_learn.py, test_finish_* here).
 TINY = ["--image-size", "40", "--sample-size", "36", "--chains", "3", "--iterations", "2",
-        "--langevin-steps", "2", "--sample-steps", "3"]
+        "--langevin-steps", "2", "--sample-steps", "3", "--finish", "0"]
 
 
 def _texture(path, size=48, colour=True):
@@ -218,7 +219,7 @@ def test_learn_scores_its_samples_into_eval_json(tmp_path):
     image = _texture(tmp_path / "tex.png", size=64)
     out = tmp_path / "run"
     args = ["learn", str(image), "--out", str(out), "--image-size", "64", "--sample-size", "36",
-            "--chains", "2", "--iterations", "1", "--langevin-steps", "1", "--sample-steps", "1"]
+            "--chains", "2", "--iterations", "1", "--langevin-steps", "1", "--sample-steps", "1", "--finish", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     figures = json.loads((out / "eval.json").read_text())
@@ -278,3 +279,15 @@ def test_learn_and_sample_the_object_model_on_aligned_images(tmp_path):
     result = CliRunner().invoke(main, ["sample", str(out / "model.pt"), "--size", "30", "--out",
                                        str(tmp_path / "s2")])
     assert result.exit_code == 1 and "25 px" in result.output
+
+
+def test_learn_ends_with_its_finish_and_says_so(tmp_path):
+    image = _texture(tmp_path / "tex.png")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--layers", "1",
+                                       "--finish", "2"])
+    assert result.exit_code == 0, result.output
+    assert "then 2 updates on new chains, 30 steps each" in result.output and "finish 2/2" in result.output
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2, 3, 4]
+    assert torch.load(out / "model.pt", weights_only=True)["config"]["finish_iterations"] == 2

@@ -8,7 +8,7 @@ from tritongcn.config import RELEASE, recipe
 from tritongcn.learn import ReversalDamping
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 
-TINY = dict(image_size=40, sample_size=36, chains=2, langevin_steps=2, iterations=3, layers=2)
+TINY = dict(image_size=40, sample_size=36, chains=2, langevin_steps=2, iterations=3, layers=2, finish_iterations=0)
 
 
 def _observed(seed=0):
@@ -309,3 +309,50 @@ def test_new_chains_of_a_learned_model_score_clearly_better_than_random_phase_no
     samples = (bank.x + learner.mean.view(1, -1, 1, 1)).clamp(0, 255).round()
     figures = evaluate(texture[0], samples)
     assert figures["samples"]["ps_z"] < 0.7 * figures["random_phase"]["ps_z"], figures
+
+
+def test_the_finish_learns_on_new_chains_drawn_as_sample_draws_them():
+    # 3 iterations of one layer, then 4 finish updates of 5 Langevin steps each: every chain restarts
+    # from the sampler's start every sample_steps = 10 steps (2 updates), staggered, at the final rate.
+    config = LearnConfig(**{**TINY, "layers": 1, "chains": 4, "finish_iterations": 4}, finish_langevin_steps=5,
+                         sample_steps=10, lr_final=0.1, lifetime=0, persistent_chains=4)
+    learner = Learner(_observed(), config)
+    assert learner.total_iterations == 7 and len(learner.iteration_costs()) == 7
+    restarted, steps, rates = [], [], []
+    runs = learner.run()
+    for _ in range(7):
+        restarted.append(sorted(learner._chains_to_restart()))
+        before = learner.langevin_steps_done
+        next(runs)
+        steps.append(learner.langevin_steps_done - before)
+        rates.append(learner.optimizer.param_groups[0]["lr"] / config.lr)
+    assert steps == [2, 2, 2, 5, 5, 5, 5]
+    assert rates[3:] == [pytest.approx(0.1)] * 4
+    # Persistent chains before the finish; in it, chains 0, 1 (phase 0) and 2, 3 (phase 1) take turns.
+    assert restarted[:3] == [[], [], []] and restarted[3:] == [[2, 3], [0, 1], [2, 3], [0, 1]]
+    with pytest.raises(StopIteration):
+        next(runs)
+
+
+def test_contrastive_divergence_and_the_release_have_no_finish():
+    assert Learner.finish_iterations(LearnConfig(**RELEASE)) == 0
+    assert Learner.finish_iterations(LearnConfig(cd_steps=1)) == 0
+    saved_before_it_existed = {k: v for k, v in LearnConfig().to_dict().items() if k != "finish_iterations"}
+    assert LearnConfig.from_dict(saved_before_it_existed).finish_iterations == 0
+
+
+def test_a_learner_resumed_in_its_finish_ends_where_an_uninterrupted_one_does():
+    config = LearnConfig(**{**TINY, "layers": 1, "chains": 3, "finish_iterations": 4}, finish_langevin_steps=3,
+                         sample_steps=6, precision="float32")
+    straight = Learner(_observed(), config)
+    list(straight.run())
+    first = Learner(_observed(), config)
+    runs = first.run()
+    for _ in range(5):  # 3 iterations and 2 of the finish
+        next(runs)
+    resumed = Learner(_observed(), config)
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.finishing and len(list(resumed.run())) == 2
+    assert torch.equal(resumed.chains, straight.chains)
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
+        assert torch.equal(a, b)

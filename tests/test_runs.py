@@ -7,7 +7,8 @@ import pytest
 from test_cli import _texture
 from tritongcn.runs import LearnRun, ReconstructRun, Reporter, RunError, SampleRun, learn, reconstruct, sample
 
-TINY = dict(image_size=40, sample_size=36, chains=3, iterations=2, langevin_steps=2, sample_steps=3)
+TINY = dict(image_size=40, sample_size=36, chains=3, iterations=2, langevin_steps=2, sample_steps=3,
+            finish_iterations=0)
 
 
 def _collect():

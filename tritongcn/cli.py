@@ -85,6 +85,9 @@ def _preset_help(name: str, text: str) -> str:
 @click.option("--sample-steps", type=click.IntRange(1, 10**6), default=None,
               help=_preset_help("sample_steps", "Langevin steps of the samples drawn at the end (and "
                                                 "`sample`'s default)."))
+@click.option("--finish", "finish_iterations", type=click.IntRange(0, 10**6), default=None,
+              help=_preset_help("finish_iterations", "Updates at the end in which every chain is a new sample, "
+                                                     "drawn as `sample` draws them (0: none)."))
 @click.option("--layers", type=click.IntRange(1, 3), default=DEFAULTS["layers"], show_default=True,
               help="Layers of the net.")
 @click.option("--lr", type=float, default=None, callback=_positive_float,
@@ -108,8 +111,8 @@ def _preset_help(name: str, text: str) -> str:
                                              "with that run's settings (the options given now are not used).")
 @overwrite_option
 def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_size, chains, langevin_steps,
-          step_size, sigma, iterations, start, sample_steps, layers, lr, seed, periodic, device, precision,
-          cd_steps, checkpoint_every, resume, overwrite):
+          step_size, sigma, iterations, start, sample_steps, finish_iterations, layers, lr, seed, periodic, device,
+          precision, cd_steps, checkpoint_every, resume, overwrite):
     """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE), then draw new samples from it as
     `tritongcn sample` does, and write them, a grid, metrics, the first layer's filters and the model
     to --out.
@@ -121,7 +124,8 @@ def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_si
 
     settings = dict(model=model_kind, image_size=image_size, sample_size=sample_size, chain_size=chain_size,
                     chains=chains, langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
-                    iterations=iterations, start=start, sample_steps=sample_steps, layers=layers, lr=lr,
+                    iterations=iterations, start=start, sample_steps=sample_steps,
+                    finish_iterations=finish_iterations, layers=layers, lr=lr,
                     seed=seed, periodic=periodic, precision=precision, cd_steps=cd_steps)
     with _run_errors():
         run_learn(LearnRun(image, out_dir, settings, quality=quality, device=device,
@@ -351,8 +355,8 @@ def profile(model_path, chains, size, steps, boundary, backend, precision, devic
                                    trace=trace, compare=not no_compare)
         except ValueError as err:
             raise RunError(str(err)) from None
-    click.echo(f"{source}: {chains} chain{'s' if chains != 1 else ''} of {size} px, {steps} steps, {boundary} boundary, {precision}, "
-               f"{device}; peaks measured here: {gflops_peak:.0f} GFLOP/s ({precision} matmul), "
+    click.echo(f"{source}: {chains} chain{'s' if chains != 1 else ''} of {size} px, {steps} steps, {boundary} "
+               f"boundary, {precision}, {device}; peaks measured here: {gflops_peak:.0f} GFLOP/s ({precision} matmul), "
                f"{gbs_peak:.0f} GB/s (copy)")
     for line in report_lines(report, gflops_peak, gbs_peak):
         click.echo(line)

@@ -73,6 +73,13 @@ class LearnConfig:
     # water model drifted to vertical stripes after 300 steps, a mode no short-lived chain reached.
     persistent_chains: int = 4
     sample_steps: int = 300  # Langevin steps of fresh samples (`tritongcn sample`'s default)
+    # The finish: after the last layer, this many updates at the final rate in which every chain is a
+    # new sample drawn as `tritongcn sample` draws them, restarted from `start` every `sample_steps`
+    # Langevin steps, taken `finish_langevin_steps` per update. Learning chains that follow the moving
+    # weights stay in states that new chains of the final model do not reach (brick: 0.9 against 1.7 in
+    # ps_z); the finish shows the model where its new chains go, and corrects it there (bench/TUNING.md).
+    finish_iterations: int = 40
+    finish_langevin_steps: int = 30
     # Keep every chain inside the [0, 255] range of images after each Langevin step (the model restricted
     # to images). Unbounded, a model whose weights grew can throw chains far outside it in one step of
     # 1.0; the chains' statistics then leave the data's and the weights run away (water and rose did).
@@ -95,11 +102,12 @@ class LearnConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
-        positive_ints = ("image_size", "chains", "langevin_steps", "iterations", "layers", "sample_steps")
+        positive_ints = ("image_size", "chains", "langevin_steps", "iterations", "layers", "sample_steps",
+                         "finish_langevin_steps")
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("sample_size", "chain_size", "lifetime", "persistent_chains"):
+        for name in ("sample_size", "chain_size", "lifetime", "persistent_chains", "finish_iterations"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: the default rule), got {getattr(self, name)}")
         for name in ("step_size", "sigma", "lr", "clip"):
@@ -133,7 +141,7 @@ class LearnConfig:
         samples' size), so a missing setting takes that value, not today's default."""
         known = {f.name for f in fields(cls)}
         legacy = {"grow_layers": True, "lr_decay_start": 0.0, "start": "zero", "lifetime": 0,
-                  "persistent_chains": 0, "bounded": False, "damp_reversals": False,
+                  "persistent_chains": 0, "bounded": False, "damp_reversals": False, "finish_iterations": 0,
                   "chain_size": d.get("sample_size", 0)}
         settings = {k: v for k, v in d.items() if k in known}
         return cls(**{**{k: v for k, v in legacy.items() if k not in d}, **settings})
@@ -144,7 +152,7 @@ class LearnConfig:
 # The object model and contrastive divergence learn this way; they were not tuned further.
 RELEASE = dict(grow_layers=True, optimizer="sgd", lr_final=1.0, lr_decay_start=0.0, chains=4, langevin_steps=10,
                step_size=0.3, iterations=300, start="zero", lifetime=0, persistent_chains=0, bounded=False,
-               damp_reversals=False)
+               damp_reversals=False, finish_iterations=0)
 QUALITIES = ("default", "high")
 # `--quality high`: the same recipe, longer and with twice the chains (bench/TUNING.md).
 HIGH = dict(chains=16, persistent_chains=8, iterations=700)

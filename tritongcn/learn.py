@@ -11,6 +11,11 @@ iterations and then starts again from the sampler's start, staggered so that at 
 model sees chains of every age from newborn to as old as a fresh sample, plus `persistent_chains` that
 never restart and show where long runs go. The learning rate decays at the end, so the last chains are
 drawn from a model that has stopped moving.
+
+Even so, chains that lived through the learning can hold states that new chains of the final model do not
+reach: they were steered there by the moving weights. The finish (`finish_iterations`) ends the run with
+updates at the final rate in which every chain is a new sample, drawn exactly as `tritongcn sample` draws
+them, so the last thing the model learns is where its own new chains go.
 """
 
 import dataclasses
@@ -189,6 +194,16 @@ class Learner:
         self.layer_start = None
 
     @staticmethod
+    def finish_iterations(config: LearnConfig) -> int:
+        """The finish's updates (contrastive divergence has no sampler from scratch, so none)."""
+        return 0 if config.cd_steps else config.finish_iterations
+
+    @property
+    def finishing(self) -> bool:
+        """Whether the run is in its finish: past the last layer's `iterations`."""
+        return self.layer >= self.config.layers and self.iteration >= self.config.iterations
+
+    @staticmethod
     def grows(config: LearnConfig) -> bool:
         """Whether the layers are switched on one at a time (the release) or learned at once."""
         return config.grow_layers and not config.cd_steps
@@ -267,7 +282,7 @@ class Learner:
         """
         c = self.config
         progress = self.iteration / max(c.iterations - 1, 1)
-        decay = max(0.0, progress - c.lr_decay_start) / (1 - c.lr_decay_start)
+        decay = min(1.0, max(0.0, progress - c.lr_decay_start) / (1 - c.lr_decay_start))  # the finish: lr_final
         factor = c.lr_final + (1 - c.lr_final) * 0.5 * (1 + math.cos(math.pi * decay))
         for group, scale in zip(self.optimizer.param_groups, (1.0, 2.0)):
             group["lr"] = c.lr * scale * factor
@@ -282,14 +297,19 @@ class Learner:
             side = -(-side // spec.stride)
             macs.append(spec.out_channels * channels * spec.kernel_size ** 2 * side * side)
             channels = spec.out_channels
-        if not self.grows(self.config):
-            return [sum(macs) + macs[0]] * self.total_iterations
-        return [sum(macs[:depth]) + macs[0] for depth in range(1, self.config.layers + 1)
-                for _ in range(self.config.iterations)]
+        c = self.config
+        # A finish update runs finish_langevin_steps steps where the others run langevin_steps; the
+        # weight gradient costs about one more step.
+        finish = [sum(macs) * (c.finish_langevin_steps + 1) / (c.langevin_steps + 1) + macs[0]
+                  ] * self.finish_iterations(c)
+        if not self.grows(c):
+            return [sum(macs) + macs[0]] * c.iterations + finish
+        return [sum(macs[:depth]) + macs[0] for depth in range(1, c.layers + 1) for _ in range(c.iterations)] + finish
 
     @property
     def total_iterations(self) -> int:
-        return self.config.iterations * (self.config.layers if self.grows(self.config) else 1)
+        c = self.config
+        return c.iterations * (c.layers if self.grows(c) else 1) + self.finish_iterations(c)
 
     def step(self) -> dict:
         """One iteration: L Langevin steps on the chains, then one weight update."""
@@ -307,7 +327,7 @@ class Learner:
             self.bank.x.copy_(self.restart)  # the step counters run on, so no noise is drawn twice
         else:
             self.bank.restart(self._chains_to_restart())
-        self.bank.advance(c.cd_steps or c.langevin_steps)
+        self.bank.advance(c.cd_steps or (c.finish_langevin_steps if self.finishing else c.langevin_steps))
         # Chains that left the float range: counted here, judged after the all-reduce so that every
         # process stops at the same iteration.
         lost_chains = (~torch.isfinite(self.chains.flatten(1)).all(dim=1)).sum().float()
@@ -375,20 +395,24 @@ class Learner:
         """Indices (in this process's bank) of the chains whose life ends now: chain g of the whole bank,
         past the `persistent_chains` that never restart, starts again whenever iteration + its phase is a
         multiple of `lifetime`, the phases spread evenly so the chains' ages are too."""
-        c = self.config
+        lifetime, persistent = self._life_cycle()
         done = self.iterations_done
-        mortal = self.bank.total_chains - c.persistent_chains
-        if not c.lifetime or mortal < 1 or done == 0:
+        mortal = self.bank.total_chains - persistent
+        if not lifetime or mortal < 1 or done == 0:
             return []
         first = self.bank.first_chain
-        due = [g for g in range(max(first, c.persistent_chains), first + len(self.bank))
-               if (done + self._phase(g)) % c.lifetime == 0]
+        # Chain g's phase: where in its life cycle it is at iteration 0.
+        due = [g for g in range(max(first, persistent), first + len(self.bank))
+               if (done + (g - persistent) * lifetime // mortal) % lifetime == 0]
         return [g - first for g in due]
 
-    def _phase(self, g: int) -> int:
-        """Where in its life cycle chain g of the whole bank is at iteration 0 (see _chains_to_restart)."""
+    def _life_cycle(self) -> tuple:
+        """(lifetime in iterations, chains that never restart): the config's, and in the finish every
+        chain a new sample that lives as many Langevin steps as `sample` runs."""
         c = self.config
-        return (g - c.persistent_chains) * c.lifetime // (self.bank.total_chains - c.persistent_chains)
+        if self.finishing:
+            return max(1, c.sample_steps // c.finish_langevin_steps), 0
+        return c.lifetime, c.persistent_chains
 
     @property
     def iterations_done(self) -> int:
@@ -430,9 +454,10 @@ class Learner:
         """Yield one metrics dict per iteration until every layer is grown and refined."""
         while True:
             self.model.depth = self.layer
-            while self.iteration < self.config.iterations:
+            last = self.layer >= self.config.layers
+            while self.iteration < self.config.iterations + (self.finish_iterations(self.config) if last else 0):
                 yield self.step()
-            if self.layer >= self.config.layers:
+            if last:
                 return
             self.layer += 1
             self.iteration = 0

@@ -108,9 +108,7 @@ def learn(run: LearnRun, report: Reporter | None = None) -> Path:
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
             recon = f" recon {record['reconstruction_error']:.3f}" if "reconstruction_error" in record else ""
-            layer_text = f"layer {record['layer']}/{config.layers} " if Learner.grows(learner.config) else ""
-            bar.update(1, f"{layer_text}it {record['iteration']}/{learner.config.iterations} "
-                          f"gap {record['gap']:+.3g}{recon}")
+            bar.update(1, f"{_where(learner.config, record)} gap {record['gap']:+.3g}{recon}")
             if world.is_main:
                 for warning in watch(record):
                     report.warn(f"\nwarning: {warning}")
@@ -144,6 +142,17 @@ def learn(run: LearnRun, report: Reporter | None = None) -> Path:
     report.say(f"done in {format_seconds(time.perf_counter() - run_start)} (learning "
                f"{format_seconds(learned_in)}): {out_dir}/grid.png, {out_dir}/samples/, {out_dir}/model.pt")
     return out_dir
+
+
+def _where(config: LearnConfig, record: dict) -> str:
+    """Where a record's iteration is in the run, for the progress line."""
+    from ..learn import Learner
+
+    past = record["iteration"] - config.iterations
+    if past > 0:
+        return f"finish {past}/{Learner.finish_iterations(config)}"
+    layer = f"layer {record['layer']}/{config.layers} " if Learner.grows(config) else ""
+    return f"{layer}it {record['iteration']}/{config.iterations}"
 
 
 def _check_out_dir(run: LearnRun, out_dir: Path, checkpoint_path: Path) -> None:
@@ -238,8 +247,11 @@ def settings_line(config: LearnConfig) -> str:
         chains = (f"{config.chains} chains of {config.chain_size} px from {config.start}, "
                   f"{config.langevin_steps} Langevin steps of {config.step_size:g} per update")
     optimizer = config.optimizer + (" (steps halved on reversal)" if Learner.damps(config) else "")
+    finish = Learner.finish_iterations(config)
+    finish = (f"; then {finish} updates on new chains, {config.finish_langevin_steps} steps each"
+              if finish else "")
     return (f"{config.layers} layers ({how}), {config.iterations} iterations, {optimizer} lr "
-            f"{config.lr:g}, {chains}")
+            f"{config.lr:g}, {chains}{finish}")
 
 
 class LearningWatch:
