@@ -58,7 +58,7 @@ def _preset_help(name: str, text: str) -> str:
                                       "aligned images; samples are the images' size, with zero padding; "
                                       "learned by the release's recipe.")
 @click.option("--quality", type=click.Choice(QUALITIES), default="default", show_default=True,
-              help="The texture recipe: default (about 3 minutes for a 224 px texture on a 2-core CPU) or "
+              help="The texture recipe: default (about 4 minutes for a 224 px texture on a 2-core CPU) or "
                    "high (longer, more chains; bench/TUNING.md). The options below override it.")
 @click.option("--image-size", type=click.IntRange(8, 4096), default=None,
               help="Training images: shorter side resized to this, then a centred square crop [default: "
