@@ -339,8 +339,10 @@ class GenerativeConvNet(nn.Module):
         """
         record = record or _no_record
         self.check_size(x.shape, boundary)
+        if precision not in PRECISIONS:  # resolved once by the caller (a bank, a learner), not at every step
+            raise ValueError(f"grad_input takes precision 'float32' or 'bfloat16', got {precision!r}; resolve "
+                             "'auto' once with tritongcn.model.resolve_precision")
         # "float32" keeps x's own dtype (float64 in the exactness tests); "bfloat16" casts.
-        precision = resolve_precision(precision, x.device, backend)
         dtype = torch.bfloat16 if compute_dtype(precision) == torch.bfloat16 else x.dtype
         layers = list(zip(self.layers, self.active_convs()))
         weights = self.kernel_weights(dtype, channel_alignment(backend, x.device))
