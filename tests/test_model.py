@@ -212,3 +212,15 @@ def test_an_object_net_of_fewer_layers_fits_smaller_images():
         GenerativeConvNet.object(1, 15)
     net = GenerativeConvNet.object(1, 15, layers=2)
     assert len(net.layers) == 2 and [tuple(w.shape) for w in net.fc_weights] == [(100, 5, 5), (64, 1, 1)]
+
+
+def test_sigma_is_part_of_the_net_and_of_its_description():
+    net = GenerativeConvNet.texture(3, sigma=2.0)
+    assert net.config()["sigma"] == 2.0 and GenerativeConvNet.from_config(net.config()).sigma == 2.0
+    x = torch.randn(1, 3, 42, 42)
+    torch.testing.assert_close(net.energy(x), net.energy(x, 2.0))
+    older = {k: v for k, v in net.config().items() if k != "sigma"}  # a file from before the net held it
+    assert GenerativeConvNet.from_config(older).sigma == 1.0
+    assert GenerativeConvNet.from_config(older, sigma=3.0).sigma == 3.0
+    with pytest.raises(ValueError, match="sigma"):
+        GenerativeConvNet.texture(3, sigma=0.0)

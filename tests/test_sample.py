@@ -129,3 +129,15 @@ def test_sampling_a_checkpoint_of_a_run_still_learning_says_so(model_path, tmp_p
     result = _sample(tmp_path / "checkpoint.pt", tmp_path / "s", "--chains", "1", "--steps", "1")
     assert result.exit_code == 0 and "a model still learning" in result.output
     assert "still learning" not in _sample(model_path, tmp_path / "s2", "--chains", "1", "--steps", "1").output
+
+
+def test_samples_run_at_the_sigma_the_model_was_learned_with(tmp_path):
+    from test_cli import TINY, _texture
+
+    out = tmp_path / "run"
+    learned = CliRunner().invoke(main, ["learn", str(_texture(tmp_path / "tex.png")), "--out", str(out), *TINY,
+                                        "--layers", "1", "--sigma", "2"])
+    assert learned.exit_code == 0, learned.output
+    assert torch.load(out / "model.pt", weights_only=True)["model_config"]["sigma"] == 2.0
+    assert _sample(out / "model.pt", tmp_path / "s", "--chains", "1", "--steps", "1").exit_code == 0
+    assert _chains(tmp_path / "s")["sigma"] == 2.0

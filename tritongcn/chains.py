@@ -229,6 +229,6 @@ def sampler_bank(model: GenerativeConvNet, config: LearnConfig, start_kernel: to
     periodic = config.periodic if periodic is None else periodic
     size = size or config.sample_size
     return ChainBank(model, chains, (model.in_channels, size, size), boundary="periodic" if periodic else "zero",
-                     step_size=step_size or config.step_size, sigma=config.sigma, seed=seed,
+                     step_size=step_size or config.step_size, sigma=model.sigma, seed=seed,
                      init=init or config.start, start_kernel=start_kernel,
                      mean=mean if config.bounded else None, **kwargs)

@@ -141,14 +141,15 @@ class Learner:
                 if self.observed.shape[-1] != self.observed.shape[-2]:
                     raise ValueError("the object model learns from square images")
                 model = GenerativeConvNet.object(channels, self.observed.shape[-1], generator=generator,
-                                                 layers=min(config.layers, len(OBJECT_LAYERS)))
+                                                 layers=min(config.layers, len(OBJECT_LAYERS)), sigma=config.sigma)
             else:
-                model = GenerativeConvNet.texture(channels, generator=generator)
+                model = GenerativeConvNet.texture(channels, generator=generator, sigma=config.sigma)
             if config.layers > len(model.layers):
                 raise ValueError(f"the {config.model} net has {len(model.layers)} layers, asked for {config.layers}")
             # Layers grown one at a time (the release and the default) or all at once (grow_layers=False, CD).
             model.depth = 1 if self.grows(config) else config.layers
         self.model = model.to(self.device)
+        self.model.sigma = config.sigma  # the model learned is the one of the sigma it is learned with
         stride = self.model.total_stride(len(self.model.layers))
         side, field = min(self.observed.shape[-2:]), self.model.receptive_field(config.layers)
         # The sizes the rules give are what model.pt records and `sample` draws at.

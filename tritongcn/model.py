@@ -124,10 +124,14 @@ class GenerativeConvNet(nn.Module):
 
     def __init__(self, in_channels: int, layers: Sequence[LayerSpec], depth: int | None = None,
                  init_std: float = RELEASE_INIT_STD, generator: torch.Generator | None = None,
-                 top: str = "sum", image_size: int | None = None):
+                 top: str = "sum", image_size: int | None = None, sigma: float = 1.0):
         super().__init__()
         if in_channels < 1 or not layers:
             raise ValueError("a GenerativeConvNet needs at least one input channel and one layer")
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a positive finite number, got {sigma}")
+        # The reference Gaussian's standard deviation: p(I) ∝ exp(f(I)) N(I; 0, sigma^2), part of the model.
+        self.sigma = float(sigma)
         if top not in TOPS:
             raise ValueError(f"top must be one of {', '.join(TOPS)}, got {top!r}")
         if top == "fc" and not image_size:
@@ -159,18 +163,19 @@ class GenerativeConvNet(nn.Module):
 
     @classmethod
     def texture(cls, in_channels: int = 3, depth: int | None = None,
-                generator: torch.Generator | None = None) -> "GenerativeConvNet":
+                generator: torch.Generator | None = None, sigma: float = 1.0) -> "GenerativeConvNet":
         """The paper's texture net: 100 x 15x15 stride 3, 64 x 5x5, 30 x 3x3, release padding and init."""
-        return cls(in_channels, TEXTURE_LAYERS, depth, generator=generator)
+        return cls(in_channels, TEXTURE_LAYERS, depth, generator=generator, sigma=sigma)
 
     @classmethod
     def object(cls, in_channels: int, image_size: int, depth: int | None = None,
-               generator: torch.Generator | None = None, layers: int = len(OBJECT_LAYERS)) -> "GenerativeConvNet":
+               generator: torch.Generator | None = None, layers: int = len(OBJECT_LAYERS),
+               sigma: float = 1.0) -> "GenerativeConvNet":
         """The paper's object net: 100 x 7x7 stride 2, 64 x 5x5, 20 x 3x3 (no padding), then one fully
         connected filter over the whole map of images of `image_size` px. `layers` < 3 builds the first
         ones only, so images too small for the third layer's map can still learn the first two."""
         return cls(in_channels, OBJECT_LAYERS[:layers], depth, generator=generator, top="fc",
-                   image_size=image_size)
+                   image_size=image_size, sigma=sigma)
 
     @property
     def depth(self) -> int:
@@ -185,12 +190,15 @@ class GenerativeConvNet(nn.Module):
     def config(self) -> dict:
         """What it takes to rebuild this net (weights aside): plain types only, safe to store."""
         return {"in_channels": self.in_channels, "layers": [asdict(l) for l in self.layers],
-                "depth": self.depth, "top": self.top, "image_size": self.image_size}
+                "depth": self.depth, "top": self.top, "image_size": self.image_size, "sigma": self.sigma}
 
     @classmethod
-    def from_config(cls, config: dict) -> "GenerativeConvNet":
+    def from_config(cls, config: dict, sigma: float = 1.0) -> "GenerativeConvNet":
+        """The net `config()` describes. `sigma`: for descriptions written before the net held its own
+        (model files whose sigma is in their learning settings only)."""
         return cls(config["in_channels"], [LayerSpec(**l) for l in config["layers"]], config["depth"],
-                   top=config.get("top", "sum"), image_size=config.get("image_size"))
+                   top=config.get("top", "sum"), image_size=config.get("image_size"),
+                   sigma=config.get("sigma", sigma))
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}, top={self.top}" + (f", image_size={self.image_size}" if self.image_size else "")
@@ -301,8 +309,9 @@ class GenerativeConvNet(nn.Module):
     def forward(self, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
         return self.score(x, boundary)
 
-    def energy(self, x: torch.Tensor, sigma: float, boundary: str = "zero") -> torch.Tensor:
-        """E(I) = ||I||^2 / (2 sigma^2) - f(I) per image."""
+    def energy(self, x: torch.Tensor, sigma: float | None = None, boundary: str = "zero") -> torch.Tensor:
+        """E(I) = ||I||^2 / (2 sigma^2) - f(I) per image (sigma: the model's own unless given)."""
+        sigma = self.sigma if sigma is None else sigma
         return x.pow(2).sum(dim=(1, 2, 3)) / (2.0 * sigma * sigma) - self.score(x, boundary)
 
     def kernel_weights(self, dtype: torch.dtype, align: int = 1) -> list:

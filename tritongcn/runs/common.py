@@ -64,7 +64,8 @@ def load_model(model_path: Path):
 
     try:
         state = load_checkpoint(model_path)
-        model = GenerativeConvNet.from_config(state["model_config"])
+        # Files from before the net held its sigma keep it in their learning settings only.
+        model = GenerativeConvNet.from_config(state["model_config"], sigma=state["config"].get("sigma", 1.0))
         model.load_state_dict(state["model"])
     except InputError as err:
         raise RunError(str(err)) from None

@@ -56,7 +56,7 @@ def reconstruct(run: ReconstructRun, report: Reporter | None = None) -> dict:
     except ValueError as err:
         raise RunError(f"--image-size {size}: {err}") from None
     model, x = model.to(device), x.to(device)
-    sigma = learned.sigma
+    sigma = model.sigma
     recon = auto_encode(model, x, sigma, boundary)
     errors = reconstruction_error(x, recon).cpu()
     panels = [x.cpu(), recon.cpu()]
