@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from test_cli import TINY, _texture
+from conftest import TINY, texture_file
 from tritongcn.cli import main
 
 
@@ -37,7 +37,7 @@ BAD_FILES = {
     "truncated_jpeg": (lambda p: _truncated(p, "JPEG"), "unreadable image"),
     "bomb": (_bomb, "safety limit"),
     "constant": (lambda p: Image.new("RGB", (48, 48), (90, 90, 90)).save(p, format="PNG"), "constant image"),
-    "tiny": (lambda p: _texture(p, size=20), "smaller than the net's receptive field"),
+    "tiny": (lambda p: texture_file(p, size=20), "smaller than the net's receptive field"),
 }
 
 
@@ -56,7 +56,7 @@ def test_bad_image_files_are_refused_in_one_line(tmp_path, kind):
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "CMYK", "I;16"])
 def test_other_image_modes_are_learned_from(tmp_path, mode):
-    rgb = Image.open(_texture(tmp_path / "rgb.png"))
+    rgb = Image.open(texture_file(tmp_path / "rgb.png"))
     if mode == "I;16":
         image = Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257))
     elif mode in ("RGBA", "LA"):
@@ -85,7 +85,7 @@ def test_other_image_modes_are_learned_from(tmp_path, mode):
     ("--sigma", "0"), ("--sigma", "-1"), ("--image-size", "0"), ("--sample-size", "-3"), ("--lr", "nan"),
     ("--iterations", "0"), ("--layers", "4"), ("--checkpoint-every", "0"), ("--seed", "-1")])
 def test_nonsense_learn_options_are_usage_errors(tmp_path, option, value):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), option, value])
     assert result.exit_code == 2 and option in result.output and "Traceback" not in result.output

@@ -6,26 +6,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import TINY, texture_file
 from tritongcn import __version__
 from tritongcn.cli import main
-
-# Seconds-long runs: the finish has tests of its own (test_learn.py, test_finish_* here).
-TINY = ["--image-size", "40", "--sample-size", "36", "--chains", "3", "--iterations", "2",
-        "--langevin-steps", "2", "--sample-steps", "3", "--finish", "0"]
-
-
-def _texture(path, size=48, colour=True):
-    """A striped texture with noise, made here so that no test reads files it did not write."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:size, 0:size]
-    base = 128 + 60 * np.sin(xx * 0.8 + yy * 0.3) + rng.normal(0, 20, (size, size))
-    if colour:
-        arr = np.stack([base, base * 0.8, 255 - base], axis=2)
-        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB").save(path)
-    else:
-        Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "L").save(path)
-    return path
-
 
 def test_version():
     result = CliRunner().invoke(main, ["--version"])
@@ -34,7 +17,7 @@ def test_version():
 
 @pytest.mark.parametrize("colour,mode", [(True, "RGB"), (False, "L")])
 def test_tiny_learn_writes_every_output(tmp_path, colour, mode):
-    image = _texture(tmp_path / "tex.png", colour=colour)
+    image = texture_file(tmp_path / "tex.png", colour=colour)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
@@ -101,7 +84,7 @@ def test_not_an_image(tmp_path):
 
 
 def test_image_smaller_than_receptive_field(tmp_path):
-    small = _texture(tmp_path / "small.png", size=30)
+    small = texture_file(tmp_path / "small.png", size=30)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(small), "--out", str(out)])
     _assert_clean_failure(result, out, "receptive field", "30x30")
@@ -111,7 +94,7 @@ def test_image_smaller_than_receptive_field(tmp_path):
 
 
 def test_an_earlier_run_is_not_overwritten_unless_asked(tmp_path):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     assert CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY]).exit_code == 0
     before = (out / "model.pt").read_bytes()
@@ -124,7 +107,7 @@ def test_an_earlier_run_is_not_overwritten_unless_asked(tmp_path):
 
 
 def test_periodic_sample_size_must_fit_the_stride(tmp_path):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     args = ["learn", str(image), "--out", str(out), *TINY, "--sample-size", "40"]
     result = CliRunner().invoke(main, args)
@@ -137,7 +120,7 @@ def test_periodic_sample_size_must_fit_the_stride(tmp_path):
 
 
 def test_samples_default_to_the_training_images_size(tmp_path):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     args = [a for a in TINY if a not in ("--sample-size", "36")]
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *args])
@@ -149,7 +132,7 @@ def test_samples_default_to_the_training_images_size(tmp_path):
 @pytest.mark.parametrize("option,value", [("--chains", "0"), ("--step-size", "-0.3"), ("--sigma", "nan"),
                                           ("--lr", "0"), ("--iterations", "-1"), ("--sample-size", "0")])
 def test_nonsense_options_are_usage_errors(tmp_path, option, value):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), option, value])
     assert result.exit_code == 2 and option in result.output
@@ -157,7 +140,7 @@ def test_nonsense_options_are_usage_errors(tmp_path, option, value):
 
 
 def test_output_folder_that_cannot_be_made(tmp_path):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     blocker = tmp_path / "file"
     blocker.write_text("x")
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(blocker / "sub"), *TINY])
@@ -175,20 +158,20 @@ def test_nan_pixels_are_refused(tmp_path):
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 48 x 48 image is then over twice the limit
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     _assert_clean_failure(CliRunner().invoke(main, ["learn", str(image), "--out", str(out)]), out, "safety limit")
 
 
 def test_a_device_that_cannot_run_is_a_usage_error(tmp_path):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), "--device", "meta"])
     assert result.exit_code == 2 and "--device" in result.output and not out.exists()
 
 
 def test_divergence_stops_with_a_one_line_message(tmp_path):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     # A learning rate of 1e30 moves the weights by up to 2e31 per step (the clipped gradient's largest entry
     # is 20): the scores overflow within a few iterations.
@@ -203,7 +186,7 @@ def test_divergence_stops_with_a_one_line_message(tmp_path):
 def test_the_model_file_loads_and_foreign_files_are_refused(tmp_path):
     from tritongcn.io import InputError, load_checkpoint
 
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     assert CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY]).exit_code == 0
     state = load_checkpoint(out / "model.pt")
@@ -216,7 +199,7 @@ def test_the_model_file_loads_and_foreign_files_are_refused(tmp_path):
 
 
 def test_learn_scores_its_samples_into_eval_json(tmp_path):
-    image = _texture(tmp_path / "tex.png", size=64)
+    image = texture_file(tmp_path / "tex.png", size=64)
     out = tmp_path / "run"
     args = ["learn", str(image), "--out", str(out), "--image-size", "64", "--sample-size", "36",
             "--chains", "2", "--iterations", "1", "--langevin-steps", "1", "--sample-steps", "1", "--finish", "1"]
@@ -234,7 +217,7 @@ def test_learn_from_a_folder_by_contrastive_divergence(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
     for i in range(3):
-        _texture(folder / f"{i}.png", size=48 + 4 * i)
+        texture_file(folder / f"{i}.png", size=48 + 4 * i)
     (folder / "notes.txt").write_text("not an image: skipped")
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(folder), "--out", str(out), "--cd", "1", "--zero-padding",
@@ -282,7 +265,7 @@ def test_learn_and_sample_the_object_model_on_aligned_images(tmp_path):
 
 
 def test_learn_ends_with_its_finish_and_says_so(tmp_path):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--layers", "1",
                                        "--finish", "2"])

@@ -7,8 +7,8 @@ import sys
 
 import torch
 from click.testing import CliRunner
-from test_cli import TINY, _texture
-from test_sample import _chains, _sample
+from conftest import TINY, texture_file
+from conftest import run_sample, saved_chains
 
 from tritongcn.cli import main
 
@@ -22,7 +22,7 @@ def _torchrun(*args):
 
 
 def test_two_processes_learn_the_single_process_model(tmp_path):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     # float32: the processes run one thread each and this one more, and bfloat16's coarser rounding of
     # differently ordered sums flips a few ReLU units near zero, which then drift apart over the run.
     args = [*TINY, "--precision", "float32"]
@@ -40,12 +40,12 @@ def test_two_processes_learn_the_single_process_model(tmp_path):
 
 def test_two_processes_under_torchrun_give_the_single_process_chains(model_path, tmp_path):
     args = ["sample", str(model_path), "--size", "36", "--chains", "4", "--steps", "3", "--init", "noise"]
-    single = _sample(model_path, tmp_path / "one", "--chains", "4", "--steps", "3", "--init", "noise")
+    single = run_sample(model_path, tmp_path / "one", "--chains", "4", "--steps", "3", "--init", "noise")
     assert single.exit_code == 0, single.output
     _torchrun(*args, "--out", str(tmp_path / "two"))
-    shards = [_chains(tmp_path / "two", f"chains.rank{r}.pt") for r in (0, 1)]
+    shards = [saved_chains(tmp_path / "two", f"chains.rank{r}.pt") for r in (0, 1)]
     assert [s["first_chain"] for s in shards] == [0, 2]
-    torch.testing.assert_close(torch.cat([s["x"] for s in shards]), _chains(tmp_path / "one")["x"],
+    torch.testing.assert_close(torch.cat([s["x"] for s in shards]), saved_chains(tmp_path / "one")["x"],
                                atol=1e-3, rtol=1e-4)
     assert sorted(p.name for p in (tmp_path / "two" / "samples").iterdir()) == [f"{i:05d}.png" for i in range(4)]
     stats = json.loads((tmp_path / "two" / "stats.json").read_text())
@@ -53,4 +53,4 @@ def test_two_processes_under_torchrun_give_the_single_process_chains(model_path,
     # Each process resumes its own shard.
     _torchrun("sample", str(model_path), "--size", "36", "--chains", "4", "--steps", "5", "--resume",
               "--out", str(tmp_path / "two"))
-    assert [_chains(tmp_path / "two", f"chains.rank{r}.pt")["steps"].tolist() for r in (0, 1)] == [[5, 5], [5, 5]]
+    assert [saved_chains(tmp_path / "two", f"chains.rank{r}.pt")["steps"].tolist() for r in (0, 1)] == [[5, 5], [5, 5]]

@@ -8,7 +8,7 @@ from tritongcn.cli import main
 from tritongcn.evaluate import evaluate, patch_swd, random_phase_noise, white_noise
 
 
-def _texture(size, seed):
+def texture_file(size, seed):
     """Sparse bright blobs with sharp edges on a dark ground, in colour: far from Gaussian, so the
     random-phase model (which keeps only the spectrum) misses its look, as it does for real textures."""
     g = torch.Generator().manual_seed(seed)
@@ -19,7 +19,7 @@ def _texture(size, seed):
 
 
 def test_random_phase_noise_keeps_the_spectrum_and_mean():
-    tex = _texture(64, 0)
+    tex = texture_file(64, 0)
     noise = random_phase_noise(tex, 3, torch.Generator().manual_seed(1))
     assert noise.shape == (3, 3, 64, 64)
     torch.testing.assert_close(noise.mean(dim=(2, 3)), tex.mean(dim=(1, 2)).expand(3, 3))
@@ -29,15 +29,15 @@ def test_random_phase_noise_keeps_the_spectrum_and_mean():
 
 
 def test_patch_swd_grows_with_the_difference_between_the_sets():
-    tex = _texture(96, 0).unsqueeze(0)
+    tex = texture_file(96, 0).unsqueeze(0)
     same = patch_swd(tex, tex)  # not 0: the two sides draw different random patches
     darker = [patch_swd(tex, tex * factor) for factor in (0.9, 0.7, 0.5)]
     assert same < darker[0] < darker[1] < darker[2]
 
 
 def test_the_metrics_rank_real_texture_above_random_phase_above_white_noise():
-    tex = _texture(160, 0)
-    samples = _texture(160, 1).unsqueeze(0)  # a new piece of the same texture, not seen by the evaluation
+    tex = texture_file(160, 0)
+    samples = texture_file(160, 1).unsqueeze(0)  # a new piece of the same texture, not seen by the evaluation
     phase = random_phase_noise(tex, 1, torch.Generator().manual_seed(5))
     white = white_noise(tex, 1, torch.Generator().manual_seed(5))
     score = {name: evaluate(tex, s, crop=64, crops=24, use_ps=False)["samples"]["patch_swd"]
@@ -50,8 +50,8 @@ def test_the_metrics_rank_real_texture_above_random_phase_above_white_noise():
 
 def test_portilla_simoncelli_ranks_the_same_way():
     pytest.importorskip("plenoptic", reason="the eval extra (plenoptic) is not installed")
-    tex = _texture(160, 0)
-    samples = _texture(160, 1).unsqueeze(0)
+    tex = texture_file(160, 0)
+    samples = texture_file(160, 1).unsqueeze(0)
     phase = random_phase_noise(tex, 1, torch.Generator().manual_seed(5))
     white = white_noise(tex, 1, torch.Generator().manual_seed(5))
     z = {name: evaluate(tex, s, crop=64, crops=16, use_ps=True)["samples"]["ps_z"]
@@ -60,10 +60,10 @@ def test_portilla_simoncelli_ranks_the_same_way():
 
 
 def test_eval_command_prints_a_table_and_json(tmp_path):
-    tex = _texture(128, 0)
+    tex = texture_file(128, 0)
     Image.fromarray(tex.permute(1, 2, 0).round().byte().numpy(), "RGB").save(tmp_path / "tex.png")
     (tmp_path / "samples").mkdir()
-    other = _texture(128, 1)
+    other = texture_file(128, 1)
     for i in range(2):
         crop = other[:, i * 48:i * 48 + 64, :64].permute(1, 2, 0).round().byte().numpy()
         Image.fromarray(crop, "RGB").save(tmp_path / "samples" / f"{i}.png")

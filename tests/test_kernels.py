@@ -1,5 +1,3 @@
-import itertools
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,14 +6,7 @@ from tritongcn.kernels import (conv_relu_mask, langevin_update, mask_shape, mask
                                pack_mask, unpack_mask)
 from tritongcn.kernels.langevin_update import chain_noise_torch
 
-# Awkward shapes: 1 and 3 input channels, odd and non-square images, strides 1 to 3, paddings 0 to 2,
-# chain counts and output channels that are not powers of two (33 spills into a second mask word).
-CONV_CASES = [
-    (n, c, h, w, k, ks, stride, pad)
-    for (n, c), (h, w), (k, ks), stride, pad in itertools.product(
-        [(1, 1), (3, 3)], [(5, 5), (9, 7)], [(5, 3), (33, 2)], [1, 2, 3], [0, 1, 2])
-    if h + 2 * pad >= ks
-]
+from conftest import CONV_CASES
 
 
 def _reference_pre(x, w, b, stride, pad):

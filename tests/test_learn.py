@@ -3,24 +3,15 @@ import math
 import pytest
 import torch
 
+from conftest import TINY_CONFIG as TINY, stripes
 from tritongcn import LearnConfig, Learner
 from tritongcn.config import RELEASE, recipe
 from tritongcn.learn import ReversalDamping
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 
-TINY = dict(image_size=40, sample_size=36, chains=2, langevin_steps=2, iterations=3, layers=2, finish_iterations=0)
-
-
-def _observed(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
-    stripes = 60 * torch.sin(xx * 0.8 + yy * 0.3) + 20 * torch.randn(40, 40, generator=g)
-    return torch.stack([stripes, 0.8 * stripes, -stripes]).unsqueeze(0)
-
-
 def test_learning_is_deterministic_per_seed():
     def run(seed):
-        learner = Learner(_observed(), LearnConfig(**TINY, seed=seed))
+        learner = Learner(stripes(), LearnConfig(**TINY, seed=seed))
         records = list(learner.run())
         return records, learner
 
@@ -32,7 +23,7 @@ def test_learning_is_deterministic_per_seed():
 
 
 def test_all_layers_learn_at_once_when_asked():
-    learner = Learner(_observed(), LearnConfig(**TINY, grow_layers=False))
+    learner = Learner(stripes(), LearnConfig(**TINY, grow_layers=False))
     initial = [conv.weight.clone() for conv in learner.model.convs]
     records = list(learner.run())
     assert [(r["layer"], r["iteration"]) for r in records] == [(2, 1), (2, 2), (2, 3)]
@@ -43,7 +34,7 @@ def test_all_layers_learn_at_once_when_asked():
 
 
 def test_layers_grow_one_at_a_time_by_default_and_the_weights_move():
-    learner = Learner(_observed(), LearnConfig(**TINY))
+    learner = Learner(stripes(), LearnConfig(**TINY))
     initial = [conv.weight.clone() for conv in learner.model.convs]
     records = list(learner.run())
     assert [(r["layer"], r["iteration"]) for r in records] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)]
@@ -57,7 +48,7 @@ def test_layers_grow_one_at_a_time_by_default_and_the_weights_move():
 
 @pytest.mark.parametrize("zero_mean", [True, False])
 def test_first_layer_filters_stay_zero_mean_when_asked(zero_mean):
-    learner = Learner(_observed(), LearnConfig(**TINY, zero_mean_filters=zero_mean))
+    learner = Learner(stripes(), LearnConfig(**TINY, zero_mean_filters=zero_mean))
     list(learner.run())
     means = learner.model.convs[0].weight.mean(dim=(1, 2, 3)).abs().max().item()
     assert (means < 1e-6) if zero_mean else (means > 1e-4)
@@ -66,7 +57,7 @@ def test_first_layer_filters_stay_zero_mean_when_asked(zero_mean):
 def test_the_first_iteration_raises_the_observed_score_against_the_synthesized():
     # One SGD step along mean_obs df/dw - mean_syn df/dw, small enough to be linear, must widen the gap.
     config = LearnConfig(**{**TINY, "iterations": 1, "layers": 1}, lr=1e-7, weight_decay=0.0)
-    learner = Learner(_observed(), config)
+    learner = Learner(stripes(), config)
     gap_before = next(learner.run())["gap"]
     from tritongcn.learn import per_position_score
     obs = per_position_score(learner.model, learner.observed, learner.data_boundary)
@@ -78,18 +69,18 @@ def test_the_first_iteration_raises_the_observed_score_against_the_synthesized()
                                          ("lr", float("inf")), ("optimizer", "lbfgs"), ("precision", "half")])
 def test_bad_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
-        Learner(_observed(), LearnConfig(**{**TINY, field: value}))
+        Learner(stripes(), LearnConfig(**{**TINY, field: value}))
 
 
 def test_an_image_too_small_for_the_top_layer_fails_at_once():
-    small = _observed()[:, :, :30, :30]  # 30 px < the 33 px receptive field of three layers
+    small = stripes()[:, :, :30, :30]  # 30 px < the 33 px receptive field of three layers
     with pytest.raises(ValueError, match="receptive field"):
         Learner(small, LearnConfig(**{**TINY, "layers": 3}))
     Learner(small, LearnConfig(**{**TINY, "layers": 2}))  # 27 px fits
 
 
 def test_non_finite_data_are_refused():
-    bad = _observed()
+    bad = stripes()
     bad[0, 0, 3, 3] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         Learner(bad, LearnConfig(**TINY))
@@ -97,7 +88,7 @@ def test_non_finite_data_are_refused():
 
 def test_learning_rate_decays_by_cosine_after_its_start():
     config = LearnConfig(**dict(TINY, iterations=6), lr=0.01, lr_final=0.1, lr_decay_start=0.6, grow_layers=False)
-    learner = Learner(_observed(), config)
+    learner = Learner(stripes(), config)
     rates = [learner.optimizer.param_groups[0]["lr"] for _ in learner.run()]
     # Progress 0, 0.2, ..., 1: constant up to 0.6, then a cosine from 0.6 to 1 (halfway at 0.8).
     assert rates[:4] == pytest.approx([0.01] * 4)
@@ -108,7 +99,7 @@ def test_learning_rate_decays_by_cosine_after_its_start():
 
 def test_learning_rate_decays_by_cosine_within_each_grown_layer():
     config = LearnConfig(**dict(TINY, iterations=5), lr=0.01, lr_final=0.1, lr_decay_start=0.0, grow_layers=True)
-    learner = Learner(_observed(), config)
+    learner = Learner(stripes(), config)
     rates = []
     for _ in learner.run():
         rates.append([group["lr"] for group in learner.optimizer.param_groups])
@@ -123,14 +114,14 @@ def test_learning_rate_decays_by_cosine_within_each_grown_layer():
 
 def test_the_learner_records_the_precision_it_runs_in():
     from tritongcn.model import resolve_precision
-    learner = Learner(_observed(), LearnConfig(**TINY))  # precision "auto"
+    learner = Learner(stripes(), LearnConfig(**TINY))  # precision "auto"
     assert learner.config.precision == resolve_precision("auto", "cpu") == learner.bank.precision
     assert learner.state_dict()["config"]["precision"] in ("float32", "bfloat16")
-    assert Learner(_observed(), LearnConfig(**TINY, precision="float32")).bank.precision == "float32"
+    assert Learner(stripes(), LearnConfig(**TINY, precision="float32")).bank.precision == "float32"
 
 
 def test_contrastive_divergence_restarts_from_the_data_and_lowers_the_reconstruction_error():
-    observed = torch.cat([_observed(0), _observed(1), _observed(2)])
+    observed = torch.cat([stripes(0), stripes(1), stripes(2)])
     config = LearnConfig(**{**TINY, **recipe(cd_steps=1), "iterations": 25, "layers": 2}, cd_steps=1,
                          periodic=False)
     learner = Learner(observed, config)
@@ -173,7 +164,7 @@ def test_default_sample_size_is_the_training_images_rounded_up_to_the_stride(ima
     # The texture net strides 3: periodic chains need multiples of it, and a sample is never smaller than
     # the data, so it holds as much texture as the training image does.
     config = LearnConfig(**{**TINY, "sample_size": 0, "image_size": image_size, "iterations": 1, "layers": 1})
-    observed = _observed()[..., :image_size, :image_size]
+    observed = stripes()[..., :image_size, :image_size]
     learner = Learner(observed, config)
     assert learner.config.sample_size == expected
     assert learner.state_dict()["config"]["sample_size"] == expected  # what `sample` draws at later
@@ -189,7 +180,7 @@ def test_default_learning_chains_are_half_the_image_and_at_least_the_receptive_f
 
 
 def test_a_layer_gone_silent_on_the_data_is_grown_again_with_half_the_step():
-    learner = Learner(_observed(), LearnConfig(**{**TINY, "iterations": 20}, grow_layers=True))
+    learner = Learner(stripes(), LearnConfig(**{**TINY, "iterations": 20}, grow_layers=True))
     runs = learner.run()
     next(runs)
     next(runs)
@@ -208,7 +199,7 @@ def test_a_layer_gone_silent_on_the_data_is_grown_again_with_half_the_step():
 def test_a_layer_that_keeps_going_silent_stops_learning_with_a_reason():
     from tritongcn.learn import MAX_REGROWTHS, LearningFailed
 
-    learner = Learner(_observed(), LearnConfig(**{**TINY, "iterations": 20}, grow_layers=True))
+    learner = Learner(stripes(), LearnConfig(**{**TINY, "iterations": 20}, grow_layers=True))
     runs = learner.run()
     next(runs)
     for _ in range(MAX_REGROWTHS):
@@ -223,7 +214,7 @@ def test_a_layer_that_keeps_going_silent_stops_learning_with_a_reason():
 
 def test_chains_restart_on_a_staggered_schedule():
     config = LearnConfig(**{**TINY, "iterations": 12, "chains": 5}, lifetime=4, persistent_chains=1)
-    learner = Learner(_observed(), config)
+    learner = Learner(stripes(), config)
     restarted = []
     runs = learner.run()
     for _ in range(12):
@@ -239,15 +230,15 @@ def test_a_learner_resumed_from_its_state_ends_where_an_uninterrupted_one_does()
     # Restarts and the learning rate schedule follow from the iteration count it saves.
     config = LearnConfig(**{**TINY, "iterations": 10, "chains": 4}, lifetime=3, persistent_chains=1,
                          precision="float32")
-    straight = Learner(_observed(), config)
+    straight = Learner(stripes(), config)
     list(straight.run())
-    first = Learner(_observed(), config)
+    first = Learner(stripes(), config)
     runs = first.run()
     for _ in range(13):  # into the second layer, whose steps reversals have shrunk by then
         next(runs)
     # The saved state must include steps that reversals have shrunk, or it would not be tested.
     assert min(first.damping.scale.values()) < 1
-    resumed = Learner(_observed(), config)
+    resumed = Learner(stripes(), config)
     resumed.load_state_dict(first.state_dict())
     list(resumed.run())
     assert torch.equal(resumed.chains, straight.chains)
@@ -316,7 +307,7 @@ def test_the_finish_learns_on_new_chains_drawn_as_sample_draws_them():
     # from the sampler's start every sample_steps = 10 steps (2 updates), staggered, at the final rate.
     config = LearnConfig(**{**TINY, "layers": 1, "chains": 4, "finish_iterations": 4}, finish_langevin_steps=5,
                          sample_steps=10, lr_final=0.1, lifetime=0, persistent_chains=4)
-    learner = Learner(_observed(), config)
+    learner = Learner(stripes(), config)
     assert learner.total_iterations == 7 and len(learner.iteration_costs()) == 7
     restarted, steps, rates = [], [], []
     runs = learner.run()
@@ -344,13 +335,13 @@ def test_contrastive_divergence_and_the_release_have_no_finish():
 def test_a_learner_resumed_in_its_finish_ends_where_an_uninterrupted_one_does():
     config = LearnConfig(**{**TINY, "layers": 1, "chains": 3, "finish_iterations": 4}, finish_langevin_steps=3,
                          sample_steps=6, precision="float32")
-    straight = Learner(_observed(), config)
+    straight = Learner(stripes(), config)
     list(straight.run())
-    first = Learner(_observed(), config)
+    first = Learner(stripes(), config)
     runs = first.run()
     for _ in range(5):  # 3 iterations and 2 of the finish
         next(runs)
-    resumed = Learner(_observed(), config)
+    resumed = Learner(stripes(), config)
     resumed.load_state_dict(first.state_dict())
     assert resumed.finishing and len(list(resumed.run())) == 2
     assert torch.equal(resumed.chains, straight.chains)

@@ -3,12 +3,12 @@ import json
 from click.testing import CliRunner
 from PIL import Image
 
-from test_cli import _texture
+from conftest import texture_file
 from tritongcn.cli import main
 
 
 def test_reconstruct_writes_each_image_beside_its_reconstruction_and_mode(model_path, tmp_path):
-    images = [_texture(tmp_path / "a.png"), _texture(tmp_path / "b.png", size=56)]
+    images = [texture_file(tmp_path / "a.png"), texture_file(tmp_path / "b.png", size=56)]
     out = tmp_path / "rec"
     result = CliRunner().invoke(main, ["reconstruct", str(model_path), *map(str, images), "--out", str(out),
                                        "--mode", "--steps", "30"])
@@ -27,7 +27,7 @@ def test_reconstruct_writes_each_image_beside_its_reconstruction_and_mode(model_
 
 
 def test_reconstruct_refuses_bad_input_in_one_line(model_path, tmp_path):
-    grey = _texture(tmp_path / "grey.png", colour=False)  # the model was learned on colour
+    grey = texture_file(tmp_path / "grey.png", colour=False)  # the model was learned on colour
     (tmp_path / "empty").mkdir()
     for args, message in [([str(tmp_path / "missing.png")], "no such file"),
                           ([str(tmp_path / "empty")], "no PNG or JPEG"),
@@ -40,8 +40,8 @@ def test_reconstruct_refuses_bad_input_in_one_line(model_path, tmp_path):
 
 def test_reconstruct_uses_the_layers_the_model_learned(tmp_path):
     # A two-layer run: the third layer keeps its random initial weights and must stay off.
-    from test_cli import TINY
-    image = _texture(tmp_path / "tex.png")
+    from conftest import TINY
+    image = texture_file(tmp_path / "tex.png")
     run = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(run), *TINY, "--layers", "2"])
     assert result.exit_code == 0, result.output

@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from test_cli import TINY, _texture
+from conftest import TINY, texture_file
 from tritongcn import __version__
 from tritongcn.cli import main
 from tritongcn.io import InputError, load_checkpoint, save_checkpoint
@@ -41,7 +41,7 @@ def _signal_at(monkeypatch, iteration: int, signum=signal.SIGTERM):
 
 
 def test_an_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     straight = tmp_path / "straight"
     assert _learn(image, straight).exit_code == 0
 
@@ -71,14 +71,14 @@ def test_an_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
 
 
 def test_resume_needs_a_checkpoint_and_the_same_images(tmp_path, monkeypatch):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     result = _learn(image, out, "--resume")
     assert result.exit_code == 1 and "nothing to resume" in result.output
     with monkeypatch.context() as m:
         _signal_at(m, 2)
         assert _learn(image, out).exit_code == 130
-    other = _texture(tmp_path / "other.png", size=56)
+    other = texture_file(tmp_path / "other.png", size=56)
     result = _learn(other, out, "--resume")
     assert result.exit_code == 1 and "same images" in result.output
     result = _learn(image, out, "--overwrite")  # starting again drops the old checkpoint
@@ -93,14 +93,14 @@ def test_checkpoints_are_written_every_n_iterations(tmp_path, monkeypatch):
     monkeypatch.setattr(tritongcn.io, "save_checkpoint",
                         lambda state, path: (written.append((Path(path).name, state["layer"], state["iteration"])),
                                              save(state, path)))
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     assert _learn(image, tmp_path / "run", "--checkpoint-every", "3").exit_code == 0
     # 2 layers x 4 iterations: checkpoints after the 3rd and the 6th in all, then the finished model.
     assert written == [("checkpoint.pt", 1, 3), ("checkpoint.pt", 2, 2), ("model.pt", 2, 4)]
 
 
 def test_sigint_to_a_real_process_saves_a_checkpoint_and_exits_130(tmp_path):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     # Slow enough iterations (many Langevin steps) that the run is still going when the signal comes.
     args = [sys.executable, "-m", "tritongcn", "learn", str(image), "--out", str(out), "--image-size", "40",
@@ -153,7 +153,7 @@ def test_sampling_interrupted_by_a_signal_resumes_exactly(model_path, tmp_path, 
 
 
 def test_divergence_stops_within_an_iteration_and_keeps_the_last_good_checkpoint(tmp_path):
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     # The chains stay inside the image range whatever the step; a learning rate of 1e30 throws the weights
     # out of the float range within a few iterations instead.
@@ -173,9 +173,9 @@ def test_divergence_stops_within_an_iteration_and_keeps_the_last_good_checkpoint
 @pytest.mark.parametrize("poison", ["chains", "weights"])
 def test_the_learner_names_what_diverged(poison):
     from tritongcn import LearnConfig, Learner
-    from test_learn import TINY as LEARN_TINY, _observed
+    from conftest import TINY_CONFIG as LEARN_TINY, stripes
 
-    learner = Learner(_observed(), LearnConfig(**LEARN_TINY))
+    learner = Learner(stripes(), LearnConfig(**LEARN_TINY))
     learner.step()
     if poison == "chains":
         learner.bank.x[1, 0, 3, 3] = float("nan")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from test_cli import _texture
+from conftest import texture_file
 from tritongcn.runs import LearnRun, ReconstructRun, Reporter, RunError, SampleRun, learn, reconstruct, sample
 
 TINY = dict(image_size=40, sample_size=36, chains=3, iterations=2, langevin_steps=2, sample_steps=3,
@@ -18,7 +18,7 @@ def _collect():
 
 def test_learn_run_writes_the_model_and_speaks_through_its_reporter(tmp_path):
     report, said, _ = _collect()
-    out = learn(LearnRun(_texture(tmp_path / "tex.png"), tmp_path / "run", dict(TINY, layers=1)), report)
+    out = learn(LearnRun(texture_file(tmp_path / "tex.png"), tmp_path / "run", dict(TINY, layers=1)), report)
     assert out == tmp_path / "run" and (out / "model.pt").exists() and (out / "grid.png").exists()
     assert said[0].startswith("learning 3-channel 40 px texture") and said[-1].startswith("done in")
 
@@ -26,7 +26,7 @@ def test_learn_run_writes_the_model_and_speaks_through_its_reporter(tmp_path):
 def test_a_setting_at_fault_is_named_and_nothing_is_written(tmp_path):
     report, said, warned = _collect()
     with pytest.raises(RunError) as caught:
-        learn(LearnRun(_texture(tmp_path / "tex.png"), tmp_path / "run", dict(TINY, sample_size=40)), report)
+        learn(LearnRun(texture_file(tmp_path / "tex.png"), tmp_path / "run", dict(TINY, sample_size=40)), report)
     assert caught.value.option == "--sample-size" and "(try 42)" in str(caught.value)
     assert not (tmp_path / "run").exists() and not said and not warned
 
@@ -49,7 +49,7 @@ def test_sample_run_refuses_a_damaged_model_file_with_a_run_error(tmp_path):
 
 def test_reconstruct_run_returns_what_it_wrote(model_path, tmp_path):
     report, said, _ = _collect()
-    image = _texture(tmp_path / "tex.png")
+    image = texture_file(tmp_path / "tex.png")
     result = reconstruct(ReconstructRun(model_path, (image,), tmp_path / "r"), report)
     assert result == json.loads((tmp_path / "r" / "reconstruct.json").read_text())
     assert len(result["images"]) == 1 and said[-1].startswith("mean reconstruction error")

@@ -1,5 +1,5 @@
 """The Triton kernels against float64 torch references, run by the interpreter (conftest sets
-TRITON_INTERPRET=1), over the awkward shapes of test_kernels.CONV_CASES."""
+TRITON_INTERPRET=1), over the awkward shapes of conftest.CONV_CASES."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
-from test_kernels import CONV_CASES  # noqa: E402
+from conftest import CONV_CASES  # noqa: E402
 
 from tritongcn import GenerativeConvNet, LayerSpec, langevin  # noqa: E402
 from tritongcn.kernels import (conv_relu_mask, langevin_update, masked_conv_transpose,  # noqa: E402
