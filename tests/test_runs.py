@@ -53,3 +53,9 @@ def test_reconstruct_run_returns_what_it_wrote(model_path, tmp_path):
     result = reconstruct(ReconstructRun(model_path, (image,), tmp_path / "r"), report)
     assert result == json.loads((tmp_path / "r" / "reconstruct.json").read_text())
     assert len(result["images"]) == 1 and said[-1].startswith("mean reconstruction error")
+
+
+def test_one_sample_is_one_sample(model_path, tmp_path):
+    report, said, _ = _collect()
+    sample(SampleRun(model_path, chains=1, steps=1, out_dir=tmp_path / "s", precision="float32"), report)
+    assert said[-1].startswith("1 sample in ")
