@@ -121,6 +121,12 @@ def test_sampling_a_checkpoint_of_a_run_still_learning_says_so(model_path, tmp_p
     save_checkpoint({**state, "iteration": 1}, tmp_path / "checkpoint.pt")
     result = run_sample(tmp_path / "checkpoint.pt", tmp_path / "s", "--chains", "1", "--steps", "1")
     assert result.exit_code == 0 and "a model still learning" in result.output
+    # Past the last layer's iterations but inside the finish: still learning too.
+    in_finish = {**state, "config": {**state["config"], "finish_iterations": 2},
+                 "iteration": state["config"]["iterations"] + 1}
+    save_checkpoint(in_finish, tmp_path / "in_finish.pt")
+    result = run_sample(tmp_path / "in_finish.pt", tmp_path / "s3", "--chains", "1", "--steps", "1")
+    assert result.exit_code == 0 and "a model still learning" in result.output
     assert "still learning" not in run_sample(model_path, tmp_path / "s2", "--chains", "1", "--steps", "1").output
 
 

@@ -141,15 +141,15 @@ class Learner:
                 if self.observed.shape[-1] != self.observed.shape[-2]:
                     raise ValueError("the object model learns from square images")
                 model = GenerativeConvNet.object(channels, self.observed.shape[-1], generator=generator,
-                                                 layers=min(config.layers, len(OBJECT_LAYERS)), sigma=config.sigma)
+                                                 layers=min(config.layers, len(OBJECT_LAYERS)))
             else:
-                model = GenerativeConvNet.texture(channels, generator=generator, sigma=config.sigma)
+                model = GenerativeConvNet.texture(channels, generator=generator)
             if config.layers > len(model.layers):
                 raise ValueError(f"the {config.model} net has {len(model.layers)} layers, asked for {config.layers}")
             # Layers grown one at a time (the release and the default) or all at once (grow_layers=False, CD).
             model.depth = 1 if self.grows(config) else config.layers
         self.model = model.to(self.device)
-        self.model.sigma = config.sigma  # the model learned is the one of the sigma it is learned with
+        self.model.sigma = config.sigma  # built here or given, the model is the one of the sigma it learns with
         stride = self.model.total_stride(len(self.model.layers))
         side, field = min(self.observed.shape[-2:]), self.model.receptive_field(config.layers)
         # The sizes the rules give are what model.pt records and `sample` draws at.
@@ -198,6 +198,11 @@ class Learner:
     def finish_iterations(config: LearnConfig) -> int:
         """The finish's updates (contrastive divergence has no sampler from scratch, so none)."""
         return 0 if config.cd_steps else config.finish_iterations
+
+    @classmethod
+    def finished(cls, config: LearnConfig, layer: int, iteration: int) -> bool:
+        """Whether a run of `config` at this layer and iteration (a state_dict's) has nothing left to do."""
+        return layer >= config.layers and iteration >= config.iterations + cls.finish_iterations(config)
 
     @property
     def finishing(self) -> bool:
@@ -456,7 +461,9 @@ class Learner:
         while True:
             self.model.depth = self.layer
             last = self.layer >= self.config.layers
-            while self.iteration < self.config.iterations + (self.finish_iterations(self.config) if last else 0):
+            # The last layer runs on through the finish.
+            while self.iteration < self.config.iterations or (
+                    last and not self.finished(self.config, self.layer, self.iteration)):
                 yield self.step()
             if last:
                 return

@@ -352,7 +352,7 @@ class GenerativeConvNet(nn.Module):
             raise ValueError(f"grad_input takes precision 'float32' or 'bfloat16', got {precision!r}; resolve "
                              "'auto' once with tritongcn.model.resolve_precision")
         # "float32" keeps x's own dtype (float64 in the exactness tests); "bfloat16" casts.
-        dtype = torch.bfloat16 if compute_dtype(precision) == torch.bfloat16 else x.dtype
+        dtype = torch.bfloat16 if precision == "bfloat16" else x.dtype
         layers = list(zip(self.layers, self.active_convs()))
         weights = self.kernel_weights(dtype, channel_alignment(backend, x.device))
         masks, input_shapes, out_shapes = [], [], self.layer_shapes(x.shape, boundary)

@@ -45,6 +45,7 @@ def sample(run: SampleRun, report: Reporter | None = None) -> Path:
     from ..chains import sampler_bank
     from ..distributed import finish, init_world
     from ..interrupts import stop_requests
+    from ..learn import Learner
 
     report = report or Reporter()
     state, model = load_model(run.model_path)
@@ -69,7 +70,7 @@ def sample(run: SampleRun, report: Reporter | None = None) -> Path:
     out_dir = run.out_dir or run.model_path.parent / f"samples-{size}"
     if (out_dir / "model.pt").exists():  # its samples/ would mix learn's files with these
         raise RunError(f"{out_dir} holds a learned model (model.pt): choose another --out for the samples")
-    if state["layer"] < learned.layers or state["iteration"] < learned.iterations:
+    if not Learner.finished(learned, state["layer"], state["iteration"]):
         report.note(f"{run.model_path} is the checkpoint of a learning run stopped at layer {state['layer']}, "
                     f"iteration {state['iteration']}: these are samples of a model still learning")
     device = usable_device(run.device)
