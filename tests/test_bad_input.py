@@ -37,6 +37,7 @@ BAD_FILES = {
     "truncated_jpeg": (lambda p: _truncated(p, "JPEG"), "unreadable image"),
     "bomb": (_bomb, "safety limit"),
     "constant": (lambda p: Image.new("RGB", (48, 48), (90, 90, 90)).save(p, format="PNG"), "constant image"),
+    "solid_colour": (lambda p: Image.new("RGB", (48, 48), (200, 100, 50)).save(p, format="PNG"), "constant image"),
     "tiny": (lambda p: texture_file(p, size=20), "smaller than the net's receptive field"),
 }
 

@@ -71,7 +71,9 @@ class ChainBank:
     `restart(indices)` draws chains from that start again. `mean` (C,), the colour subtracted from the
     images, keeps the chains inside the [0, 255] range of images after every step (see `langevin`).
     `precision="bfloat16"` computes the input gradient in bfloat16 (the chains stay float32); "auto" picks it
-    where it is the fast path (model.resolve_precision).
+    where it is the fast path (model.resolve_precision). `known` = (values, mask) holds some pixels of every
+    chain fixed (mean-subtracted values (N or 1, C, H, W), boolean mask (N or 1, 1 or C, H, W), set where
+    known): the chains sample the rest given them (`langevin`), as completion and expansion do.
     A chunk that runs out of memory is halved and tried again (the chains do not depend on the chunking);
     `notify(message)` is told once (default: a RuntimeWarning).
     """
@@ -80,7 +82,8 @@ class ChainBank:
                  step_size: float = 0.3, sigma: float = 1.0, seed: int = 0, init: str = "zero",
                  images: torch.Tensor | None = None, memory_budget: int | None = None, backend: str = "auto",
                  device=None, first_chain: int = 0, total_chains: int | None = None, precision: str = "auto",
-                 notify=None, start_kernel: torch.Tensor | None = None, mean: torch.Tensor | None = None):
+                 notify=None, start_kernel: torch.Tensor | None = None, mean: torch.Tensor | None = None,
+                 known: tuple | None = None):
         if chains < 1:
             raise ValueError(f"a chain bank needs at least one chain, got {chains}")
         if step_size <= 0 or sigma <= 0:
@@ -107,6 +110,7 @@ class ChainBank:
         self.chunk_limit = None  # set when a chunk ran out of memory: the largest chunk since
         self.notify = notify or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
         model.check_size((chains,) + shape, boundary)
+        self.known = None if known is None else self._check_known(known, chains, shape)
         self.steps = torch.zeros(chains, dtype=torch.int64)  # Langevin steps taken by each chain
         if images is not None:
             if tuple(images.shape) != (chains,) + shape:
@@ -114,6 +118,28 @@ class ChainBank:
             self.x = images.to(self.device, torch.float32).clone()
         else:
             self.x = self._start(0, chains, step=0)
+        self._hold_known(0, chains)
+
+    def _check_known(self, known, chains: int, shape) -> tuple:
+        values, mask = known
+        c, h, w = shape
+        if (values.dim() != 4 or values.shape[0] not in (1, chains) or tuple(values.shape[1:]) != shape
+                or mask.dim() != 4 or mask.shape[0] not in (1, chains) or mask.shape[1] not in (1, c)
+                or tuple(mask.shape[2:]) != (h, w)):
+            raise ValueError(f"known values {tuple(values.shape)} and mask {tuple(mask.shape)} do not fit "
+                             f"{chains} chains of {shape}")
+        return values.to(self.device, torch.float32), mask.to(self.device, torch.bool)
+
+    def _known_slice(self, start: int, stop: int):
+        """The known (values, mask) of chains start .. stop - 1, or None."""
+        if self.known is None:
+            return None
+        return tuple(t if t.shape[0] == 1 else t[start:stop] for t in self.known)
+
+    def _hold_known(self, start: int, stop: int) -> None:
+        known = self._known_slice(start, stop)
+        if known is not None:
+            self.x[start:stop] = torch.where(known[1], known[0], self.x[start:stop])
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -130,6 +156,7 @@ class ChainBank:
         the new start and the Langevin noise that follows are drawn from counters no chain has used."""
         for i in indices:
             self.x[i:i + 1] = self._start(i, i + 1, step=int(self.steps[i]))
+            self._hold_known(i, i + 1)
 
     @property
     def chunk_size(self) -> int:
@@ -149,8 +176,9 @@ class ChainBank:
             start = end
 
     @torch.no_grad()
-    def advance(self, steps: int, progress=None) -> None:
-        """Move every chain `steps` Langevin steps; `progress(chains_done)` is called after each chunk."""
+    def advance(self, steps: int, progress=None, noise: bool = True) -> None:
+        """Move every chain `steps` Langevin steps; `progress(chains_done)` is called after each chunk.
+        `noise=False`: steps without the noise term, a deterministic descent (see `langevin`)."""
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         if steps == 0:
@@ -164,7 +192,8 @@ class ChainBank:
                                                   first_step=first_step, boundary=self.boundary,
                                                   chain_start=self.first_chain + start,
                                                   total_chains=self.total_chains, precision=self.precision,
-                                                  bounds=self.bounds)
+                                                  bounds=self.bounds, known=self._known_slice(start, stop),
+                                                  noise=noise)
                 except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
                     if not _out_of_memory(err):
                         raise
@@ -205,7 +234,8 @@ class ChainBank:
         return {"x": self.x.detach().cpu(), "steps": self.steps.clone(), "boundary": self.boundary,
                 "step_size": self.step_size, "sigma": self.sigma, "seed": self.seed,
                 "first_chain": self.first_chain, "total_chains": self.total_chains, "precision": self.precision,
-                **({} if self.mean is None else {"mean": self.mean.clone()})}
+                **({} if self.mean is None else {"mean": self.mean.clone()}),
+                **({} if self.known is None else {"known": tuple(t.cpu() for t in self.known)})}
 
     @classmethod
     def from_state(cls, model: GenerativeConvNet, state: dict, **kwargs) -> "ChainBank":
@@ -214,7 +244,7 @@ class ChainBank:
         bank = cls(model, x.shape[0], x.shape[1:], boundary=state["boundary"], step_size=state["step_size"],
                    sigma=state["sigma"], seed=state["seed"], images=x, first_chain=state["first_chain"],
                    total_chains=state["total_chains"], precision=state.get("precision", "float32"),
-                   mean=state.get("mean"), **kwargs)
+                   mean=state.get("mean"), known=state.get("known"), **kwargs)
         bank.steps = state["steps"].clone().to(torch.int64)
         return bank
 

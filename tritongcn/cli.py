@@ -26,6 +26,42 @@ def precision_option(what: str = "Precision of the sampler's convolutions (the c
                         help=what + AUTO_PRECISION)
 
 
+def _integers(count: int, separator: str, what: str):
+    """An option callback that reads `count` non-negative integers joined by `separator`, like 10,20,64,48."""
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        parts = value.lower().split(separator)
+        try:
+            numbers = tuple(int(p) for p in parts)
+        except ValueError:
+            numbers = ()
+        if len(numbers) != count or min(numbers) < 0:
+            raise click.BadParameter(f"{value!r} is not {what}")
+        return numbers
+    return parse
+
+
+def _canvas_size(ctx, param, value):
+    """'448' (a square) or '640x480'."""
+    parts = value.lower().split("x")
+    try:
+        numbers = tuple(int(p) for p in parts)
+    except ValueError:
+        numbers = ()
+    if len(numbers) not in (1, 2) or min(numbers) < 1 or max(numbers) > 16384:
+        raise click.BadParameter(f"{value!r} is not W or WxH in pixels, like 448 or 640x480")
+    return numbers * 2 if len(numbers) == 1 else numbers
+
+
+mask_option = click.option("--mask", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                           help="An image of IMAGE's size whose white pixels mark IMAGE's unknown ones.")
+hole_option = click.option("--hole", default=None, metavar="X,Y,W,H",
+                           callback=_integers(4, ",", "X,Y,W,H: the hole's corner, width and height in pixels"),
+                           help="A rectangle of unknown pixels (instead of --mask): its top-left corner, width "
+                                "and height, in IMAGE's pixels.")
+
+
 def _positive_float(ctx, param, value):
     if value is None:
         return value
@@ -109,13 +145,18 @@ def _preset_help(name: str, text: str) -> str:
                    "(--out/preview.png) every this many iterations.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its checkpoint.pt, "
                                              "with that run's settings (the options given now are not used).")
+@mask_option
+@hole_option
 @overwrite_option
 def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_size, chains, langevin_steps,
           step_size, sigma, iterations, start, sample_steps, finish_iterations, layers, lr, seed, periodic, device,
-          precision, cd_steps, checkpoint_every, resume, overwrite):
+          precision, cd_steps, checkpoint_every, resume, mask, hole, overwrite):
     """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE), then draw new samples from it as
     `tritongcn sample` does, and write them, a grid, metrics, the first layer's filters and the model
     to --out.
+
+    With --mask or --hole, the texture is learned from IMAGE's known pixels only: a photo with an object,
+    a logo or a scratch in it.
 
     Ctrl-C or SIGTERM saves a checkpoint at the end of the current iteration and exits with 130; run the
     same command with --resume to continue: on the CPU the result is the one an uninterrupted run gives.
@@ -129,7 +170,8 @@ def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_si
                     seed=seed, periodic=periodic, precision=precision, cd_steps=cd_steps)
     with _run_errors():
         run_learn(LearnRun(image, out_dir, settings, quality=quality, device=device,
-                           checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite))
+                           checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
+                           mask=mask, hole=hole))
 
 
 @contextlib.contextmanager
@@ -303,6 +345,92 @@ def sample(model_path, chains, steps, size, out_dir, init, seed, step_size, memo
     with _run_errors():
         run_sample(SampleRun(model_path, chains, steps, size, out_dir, init, seed, step_size, memory_budget, resume,
                              save_every, fmt, gif, periodic, device, backend, precision, overwrite))
+
+
+def fill_options(command):
+    """The options `complete` and `expand` share: how the unknown pixels are sampled, and by what model."""
+    options = [
+        click.option("--chains", type=click.IntRange(1, 1 << 16), default=1, show_default=True,
+                     help="Results drawn, each its own sample; all are written when more than one."),
+        click.option("--steps", type=click.IntRange(0, 10**6), default=None,
+                     help="Langevin steps, then 10 noise-free ones [default: the model's sample_steps, 300 for "
+                          "the default recipe]."),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+                     help="Seed of the starting noise and the Langevin noise."),
+        click.option("--image-size", type=click.IntRange(8, 16384), default=None,
+                     help="Resize IMAGE first so that its shorter side is this (the whole image, no crop) "
+                          "[default: IMAGE as it is]."),
+        click.option("--quality", type=click.Choice(QUALITIES), default="default", show_default=True,
+                     help="The recipe of the model learned when no MODEL is given (see `learn`)."),
+        device_option, backend_option, precision_option(),
+        click.option("--resume", is_flag=True, help="Continue the learning interrupted in --out/model, or "
+                                                    "use the model learned there before."),
+        overwrite_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _fill_settings(model_path, chains, steps, seed, image_size, quality, device, backend, precision, resume,
+                   overwrite):
+    from .runs.completion import FillSettings
+
+    return FillSettings(model_path, chains, steps, seed, image_size, quality, device, backend, precision, resume,
+                        overwrite)
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model_path", metavar="[MODEL]", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@mask_option
+@hole_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: runs/<image name>-complete].")
+@fill_options
+def complete(image, model_path, mask, hole, out_dir, **fill):
+    """Fill the unknown pixels of IMAGE (white in --mask, or the --hole rectangle) with texture sampled
+    given the known ones, which come out unchanged.
+
+    With MODEL (a model.pt of `learn`) it only samples. Without, it first learns the texture from IMAGE's
+    known pixels into --out/model (about as long as `learn`), then samples: Langevin dynamics of the
+    unknown pixels with the known ones held, ending with noise-free steps. Writes completed.png, mask.png,
+    before_after.png and complete.json (and completions/ with --chains K).
+    """
+    from .runs.completion import CompleteRun, complete as run_complete
+
+    if (mask is None) == (hole is None):
+        raise click.UsageError("mark the unknown pixels with --mask MASK or --hole X,Y,W,H (one of them)")
+    with _run_errors():
+        run_complete(CompleteRun(image, out_dir or Path("runs") / f"{image.stem}-complete", mask, hole,
+                                 _fill_settings(model_path, **fill)))
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model_path", metavar="[MODEL]", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--size", required=True, metavar="W[xH]", callback=_canvas_size,
+              help="The result's width and height in pixels (one number: a square).")
+@click.option("--at", default=None, metavar="X,Y", callback=_integers(2, ",", "X,Y: a corner in pixels"),
+              help="Where IMAGE's top-left corner goes on the canvas [default: centred].")
+@click.option("--periodic", is_flag=True, help="Sample on the torus: the result tiles seamlessly (sides are "
+                                               "rounded up to the net's stride).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: runs/<image name>-expand].")
+@fill_options
+def expand(image, model_path, size, at, periodic, out_dir, **fill):
+    """Grow IMAGE onto a larger canvas of --size: IMAGE is kept as it is and the rest is texture sampled
+    around it, with no seam.
+
+    With MODEL (a model.pt of `learn`) it only samples; without, it first learns the texture from IMAGE
+    into --out/model. Writes expanded.png, before_after.png and expand.json (tiled.png with --periodic,
+    expansions/ with --chains K).
+    """
+    from .runs.completion import ExpandRun, expand as run_expand
+
+    with _run_errors():
+        run_expand(ExpandRun(image, out_dir or Path("runs") / f"{image.stem}-expand", size, at, periodic,
+                             _fill_settings(model_path, **fill)))
 
 
 @main.command()

@@ -70,20 +70,53 @@ def load_image(path, note=None) -> np.ndarray:
     return arr
 
 
-def preprocess(image: np.ndarray, size: int) -> torch.Tensor:
-    """(C, size, size) float tensor: shorter side resized to `size`, then a centred square crop (the paper)."""
+def preprocess(image: np.ndarray, size: int, crop: bool = True,
+               resample=Image.Resampling.LANCZOS) -> torch.Tensor:
+    """(C, size, size) float tensor: shorter side resized to `size`, then a centred square crop (the paper).
+    `crop=False` keeps the whole image, (C, H', W') with min(H', W') = size; an image already that size is
+    returned exactly, unresampled."""
     h, w, c = image.shape
     scale = size / min(h, w)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    channels = []
-    for k in range(c):
+    if (new_h, new_w) == (h, w):
+        arr = np.transpose(image.astype(np.float32), (2, 0, 1))
+    else:
         # Resample each channel as a float image so no precision is lost before the crop.
-        im = Image.fromarray(image[:, :, k].astype(np.float32), mode="F")
-        channels.append(np.asarray(im.resize((new_w, new_h), Image.Resampling.LANCZOS)))
-    arr = np.stack(channels, axis=0)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    arr = np.clip(arr[:, top:top + size, left:left + size], 0.0, 255.0)
-    return torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.stack([np.asarray(Image.fromarray(image[:, :, k].astype(np.float32), mode="F")
+                                   .resize((new_w, new_h), resample)) for k in range(c)], axis=0)
+    if crop:
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        arr = arr[:, top:top + size, left:left + size]
+    return torch.from_numpy(np.ascontiguousarray(np.clip(arr, 0.0, 255.0)))
+
+
+def load_mask(path, shape) -> np.ndarray:
+    """(H, W) bool, set where the mask image at `path` is light (white = unknown), for an image of
+    `shape` (H, W, ...): the mask must have the image's size."""
+    arr = load_image(path)
+    if arr.shape[:2] != tuple(shape[:2]):
+        raise InputError(f"{path}: the mask is {arr.shape[1]}x{arr.shape[0]} pixels and the image "
+                         f"{shape[1]}x{shape[0]}: they must be the same size")
+    return arr.max(axis=2) > 127.5
+
+
+def rectangle_mask(shape, rectangle) -> np.ndarray:
+    """(H, W) bool, set inside `rectangle` = (x, y, width, height) in pixels of an image of `shape` (H, W, ...)."""
+    x, y, width, height = (int(v) for v in rectangle)
+    h, w = shape[:2]
+    if width < 1 or height < 1 or x < 0 or y < 0 or x + width > w or y + height > h:
+        raise InputError(f"the rectangle {x},{y},{width},{height} (x,y,width,height) does not lie inside the "
+                         f"{w}x{h} image")
+    mask = np.zeros((h, w), dtype=bool)
+    mask[y:y + height, x:x + width] = True
+    return mask
+
+
+def preprocess_mask(mask: np.ndarray, size: int, crop: bool = True) -> torch.Tensor:
+    """(H', W') bool: an (H, W) mask taken through `preprocess` with its image. A pixel is set where any
+    part of it was (area resampling, no ringing): a resized hole never shrinks."""
+    area = preprocess(mask[:, :, None].astype(np.float32) * 255.0, size, crop, Image.Resampling.BOX)
+    return area[0] > 0
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

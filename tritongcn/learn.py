@@ -32,8 +32,8 @@ from .distributed import World, all_reduce_sum
 from .starts import spectrum_kernel
 
 
-def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str = "zero", activity=None
-                       ) -> torch.Tensor:
+def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str = "zero", activity=None,
+                       known: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over images of f / (number of top-layer positions); of f itself for the object model.
 
     The texture score is a sum over positions, so dividing by their number makes observed and
@@ -41,7 +41,8 @@ def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str 
     layer's H x W; the release divided each layer's by its own output's H x W, which for the texture net
     is the same to within 10 %: only the first layer strides, and the later ones keep its output size.
     If `activity` is a list, the share of active ReLU units of each layer is appended to it, from the
-    same bottom-up pass.
+    same bottom-up pass. `known` (N, 1, h, w) bool, the top layer's positions to count (texture model
+    only; `GenerativeConvNet.known_positions`): the mean is then over those positions of every image.
     """
     for top in model.relu_responses(x, boundary):
         if activity is not None:
@@ -49,6 +50,8 @@ def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str 
     top = top.float()  # summed in float32 when the convolutions ran in bfloat16
     if model.top == "fc":  # one number per image already: the top filter covers the whole map
         return model.top_score(top).mean()
+    if known is not None:
+        return (top * known).sum() / known.sum()
     _, _, h, w = top.shape
     return model.top_score(top).mean() / (h * w)
 
@@ -56,6 +59,18 @@ def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str 
 # A layer with fewer active units than this share on the observed images is silent: learning through it
 # has stopped (see Learner._regrow_silent_layer). A healthy layer keeps a few percent at least.
 SILENT_SHARE = 1e-4
+# Learning from the known part of an image needs at least as many fully known top-layer windows as a known
+# square of twice the receptive field holds (144 for the texture net): less is a few patches, not a texture.
+KNOWN_SQUARE = 2
+
+
+def fewest_known_positions(model: GenerativeConvNet) -> int:
+    """The fewest fully known top-layer windows a masked image may leave (`KNOWN_SQUARE`), at its depth."""
+    side = KNOWN_SQUARE * model.receptive_field()
+    _, _, h, w = model.output_shape((1, model.in_channels, side, side), "valid")
+    return h * w
+
+
 # A layer regrown this many times has gone silent at every step size tried (down to 1/16 of the
 # configured one): the data give it nothing to learn, and the run stops instead of trying forever.
 MAX_REGROWTHS = 4
@@ -119,10 +134,13 @@ class Learner:
     State (model, optimiser, chains, counters) lives on the object so a caller can checkpoint it between
     iterations. `observed` are mean-subtracted images; `mean` (C,) is the colour to add back to the
     chains to show them (`samples()`). `from_images` does the subtraction, as the release did.
+    `known` (M, 1, H, W) bool, where given, marks the observed pixels that are known: the texture is
+    learned from the rest of each image only (a photo with a hole, an object or a logo in it). The data
+    are then scored by the top-layer windows that hold no unknown pixel, so the hole teaches nothing.
     """
 
     def __init__(self, observed: torch.Tensor, config: LearnConfig, model: GenerativeConvNet | None = None,
-                 mean: torch.Tensor | None = None, world: World | None = None):
+                 mean: torch.Tensor | None = None, world: World | None = None, known: torch.Tensor | None = None):
         config.check()
         self.device = torch.device(config.device)
         # The precision the run actually uses ("auto" resolved for this device) is what model.pt records.
@@ -166,6 +184,9 @@ class Learner:
         periodic = self.data_boundary == "valid"
         self.chain_boundary = self.data_boundary if config.cd_steps else ("periodic" if periodic else "zero")
         self._check_geometry()
+        self.known, self._known_top = None, {}  # the observed pixels known; the top positions per depth
+        if known is not None:
+            self._set_known(known)
         # Under torchrun each process holds a shard of the chains; the weight gradient is summed over them.
         self.world = world or World()
         total = len(self.observed) if config.cd_steps else config.chains  # CD: one chain per image
@@ -179,6 +200,8 @@ class Learner:
         self.restart = self.observed[first:first + count] if config.cd_steps else None
         # The data's spectrum, for chains that start as random-phase noise; model.pt keeps it for `sample`.
         self.start_kernel = spectrum_kernel(self.observed)
+        if self.known is not None:  # unknown pixels, at 0, hold none of the variance: give it back to the rest
+            self.start_kernel /= self.known.float().mean().sqrt().item()
         # ML chains start where the sampler's do (the data are mean-subtracted); CD chains at the data.
         shape = self.observed.shape[1:] if same_as_data else (channels, config.chain_size, config.chain_size)
         self.bank = ChainBank(self.model, count, shape, boundary=self.chain_boundary, step_size=config.step_size,
@@ -193,6 +216,36 @@ class Learner:
         # configured one, and the active parameters as they were when the current layer started.
         self.step_scale = [1.0] * len(self.model.layers)
         self.layer_start = None
+
+    def _set_known(self, known: torch.Tensor) -> None:
+        """Learn from the known pixels only (see the class): checked, and the unknown ones set to the mean."""
+        if known.shape != (self.observed.shape[0], 1) + self.observed.shape[2:]:
+            raise ValueError(f"a known-pixel mask of shape {tuple(known.shape)} does not fit images of shape "
+                             f"{tuple(self.observed.shape)}")
+        if self.config.cd_steps or self.data_boundary != "valid":
+            raise ValueError("learning from the known part of an image needs periodic texture chains: not with "
+                             "contrastive divergence, the object model or zero padding")
+        self.known = known.to(self.device, torch.bool)
+        self.observed = torch.where(self.known, self.observed, torch.zeros((), device=self.device))
+        depth, self.model.depth = self.model.depth, self.config.layers
+        try:
+            usable, needed = int(self.model.known_positions(self.known).sum()), fewest_known_positions(self.model)
+        finally:
+            self.model.depth = depth
+        if usable < needed:
+            field = self.model.receptive_field(self.config.layers)
+            raise ValueError(f"the unknown pixels leave {usable} windows of {field} px that are wholly known, "
+                             f"too little texture to learn from (at least {needed}, a known square of "
+                             f"{KNOWN_SQUARE * field} px): mark a smaller region unknown, or give a model")
+
+    def _known_positions(self):
+        """The top layer's fully known positions at the current depth (None: every position)."""
+        if self.known is None:
+            return None
+        depth = self.model.depth
+        if depth not in self._known_top:
+            self._known_top[depth] = self.model.known_positions(self.known)
+        return self._known_top[depth]
 
     @staticmethod
     def finish_iterations(config: LearnConfig) -> int:
@@ -220,11 +273,16 @@ class Learner:
         return config.damp_reversals and config.optimizer == "sgd"
 
     @classmethod
-    def from_images(cls, images: torch.Tensor, config: LearnConfig, world: World | None = None) -> "Learner":
-        """A learner for (M, C, H, W) images in [0, 255]: their mean colour is subtracted, so the chains
-        start at 0 = the mean image and `samples()` adds it back."""
-        mean = images.mean(dim=(0, 2, 3))
-        return cls(images - mean.view(1, -1, 1, 1), config, mean=mean, world=world)
+    def from_images(cls, images: torch.Tensor, config: LearnConfig, world: World | None = None,
+                    known: torch.Tensor | None = None) -> "Learner":
+        """A learner for (M, C, H, W) images in [0, 255]: their mean colour (of the `known` pixels, where
+        given) is subtracted, so the chains start at 0 = the mean image and `samples()` adds it back."""
+        if known is None:
+            mean = images.mean(dim=(0, 2, 3))
+        else:
+            weight = known.to(images.dtype).expand_as(images)
+            mean = (images * weight).sum(dim=(0, 2, 3)) / weight.sum(dim=(0, 2, 3)).clamp_min(1)
+        return cls(images - mean.view(1, -1, 1, 1), config, mean=mean, world=world, known=known)
 
     @property
     def chains(self) -> torch.Tensor:
@@ -345,7 +403,8 @@ class Learner:
         # that multiply it natively (bench/README.md), and its rounding, about 0.4 % of each product, is
         # small against the chains' noise in the gradient; the scores are summed in float32.
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.precision == "bfloat16"):
-            f_obs = per_position_score(self.model, self.observed, self.data_boundary, active_obs)
+            f_obs = per_position_score(self.model, self.observed, self.data_boundary, active_obs,
+                                       known=self._known_positions())
             f_syn = per_position_score(self.model, self.chains, self.chain_boundary, active_syn)
         silent = [i for i, share in enumerate(active_obs) if share < SILENT_SHARE]
         # A layer is silent when its units are off on the data, not when overflowing weights make every

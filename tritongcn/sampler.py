@@ -1,4 +1,4 @@
-"""Langevin dynamics for the generative ConvNet (eq. 19)."""
+"""Langevin dynamics for the generative ConvNet (eq. 19), free or with some pixels known."""
 
 import torch
 
@@ -10,7 +10,7 @@ from .model import resolve_precision
 def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float, seed: int = 0,
              backend: str = "auto", first_step: int = 0, boundary: str = "zero", chain_start: int = 0,
              total_chains: int | None = None, precision: str = "auto",
-             bounds: tuple | None = None) -> torch.Tensor:
+             bounds: tuple | None = None, known: tuple | None = None, noise: bool = True) -> torch.Tensor:
     """Advance the chains `x` (N, C, H, W) by `steps` Langevin steps and return them (x is not modified).
 
     Noise counters: step t of chain n (of `total_chains`, default N) starts at
@@ -24,6 +24,14 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     (low, high), per channel (C,), keeps the chains in the box of valid images after every step (projected
     Langevin dynamics: the model restricted to images whose pixels lie in [0, 255], mean-subtracted); None
     leaves them unbounded.
+
+    `known` = (values, mask) samples the conditional distribution of the other pixels given some: where
+    the boolean `mask` is set, the chains hold `values` before and after every step (both broadcast
+    against x, so one image can condition many chains). The energy's gradient at the unknown pixels is
+    the same whether the known ones move or not, so this is exact Langevin dynamics of p(unknown | known).
+    `noise=False` drops the noise term: each step then descends the energy deterministically, closing
+    step_size^2 / (2 sigma^2) of the way to the mode of the current ReLU piece (a sample's last steps, to
+    leave no residual noise in it).
     """
     if steps < 0 or step_size <= 0 or sigma <= 0:
         raise ValueError("langevin needs steps >= 0, step_size > 0 and sigma > 0")
@@ -35,12 +43,21 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     x = x.detach().clone()
     if bounds is not None:
         low, high = (torch.as_tensor(b, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for b in bounds)
+    if known is not None:
+        values, mask = known[0].to(x.device, x.dtype), known[1].to(x.device, torch.bool)
+        torch.where(mask, values, x, out=x)
     chain_numel = x[0].numel() if x.shape[0] else 0
+    half_step = 0.5 * step_size * step_size
     for t in range(first_step, first_step + steps):
         grad_f = model.grad_input(x, backend=backend, boundary=boundary, precision=precision)
-        offset = (t * total_chains + chain_start) * chain_numel
-        langevin_update(x, grad_f, step_size, sigma, seed, offset=offset, out=x, backend=backend)
+        if noise:
+            offset = (t * total_chains + chain_start) * chain_numel
+            langevin_update(x, grad_f, step_size, sigma, seed, offset=offset, out=x, backend=backend)
+        else:
+            x.mul_(1.0 - half_step / (sigma * sigma)).add_(grad_f, alpha=half_step)
         if bounds is not None:
             torch.maximum(x, low, out=x)
             torch.minimum(x, high, out=x)
+        if known is not None:
+            torch.where(mask, values, x, out=x)
     return x

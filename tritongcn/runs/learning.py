@@ -30,6 +30,13 @@ class LearnRun:
     checkpoint_every: int = 50
     resume: bool = False
     overwrite: bool = False
+    # Pixels of the (single) image that are unknown, to learn from the rest only: a mask image (white =
+    # unknown, the image's size) or a rectangle (x, y, width, height) in its pixels.
+    mask: Path | None = None
+    hole: tuple | None = None
+    # False: the whole image, its shorter side resized to image_size, not a centred square of it (for
+    # completion and expansion, which give the image back whole).
+    crop: bool = True
 
 
 def learn(run: LearnRun, report: Reporter | None = None) -> Path:
@@ -39,7 +46,7 @@ def learn(run: LearnRun, report: Reporter | None = None) -> Path:
 
     from ..distributed import finish, gather_objects, init_world
     from ..interrupts import stop_requests
-    from ..io import InputError, load_checkpoint, preprocess, save_checkpoint
+    from ..io import InputError, load_checkpoint, preprocess, preprocess_mask, save_checkpoint
     from ..learn import Learner
 
     report = report or Reporter()
@@ -56,14 +63,16 @@ def learn(run: LearnRun, report: Reporter | None = None) -> Path:
         # The interrupted run's settings, so that it ends as it would have.
         settings.update({k: v for k, v in saved["config"].items() if k in RESUMED})
     paths, raws = _load_images(run.image, report)
+    unknown = unknown_pixels(run.mask, run.hole, paths, raws)
     config = _config(paths, raws, settings, run.quality, usable_device(run.device))
     if saved is not None:  # every setting of the interrupted run, the ones without an option too
         config = dataclasses.replace(LearnConfig.from_dict(saved["config"]), device=config.device)
         report.say(f"resuming {checkpoint_path} with its own settings: {settings_line(config)}")
-    images = torch.stack([preprocess(raw, config.image_size) for raw in raws])
+    images = torch.stack([preprocess(raw, config.image_size, crop=run.crop) for raw in raws])
+    known = None if unknown is None else ~preprocess_mask(unknown, config.image_size, crop=run.crop)[None, None]
     world = init_world(torch.device(config.device))
     try:
-        learner = Learner.from_images(images, config, world=world)
+        learner = Learner.from_images(images, config, world=world, known=known)
         records = []
         if saved is not None:
             if not torch.equal(saved["mean"], learner.mean):
@@ -135,7 +144,9 @@ def learn(run: LearnRun, report: Reporter | None = None) -> Path:
     samples = chains if config.cd_steps else _fresh_samples(learner, report)
     _write_outputs(out_dir, config.seed, state, images, samples, chains, records)
     checkpoint_path.unlink(missing_ok=True)  # model.pt holds the same state, finished
-    if len(images) == 1:
+    if known is not None:
+        report.say("no eval.json: its texture figures would compare the samples with the unknown pixels too")
+    elif len(images) == 1:
         evaluate_run(out_dir, images[0], samples, None if config.cd_steps else chains, report)
     else:
         report.say("no eval.json: its texture figures compare samples with a single training image")
@@ -183,9 +194,35 @@ def _load_images(image: Path, report: Reporter):
     if len({raw.shape[2] for raw in raws}) > 1:
         raise RunError(f"{image}: mixes grayscale and colour images; convert them to one kind")
     for path, raw in zip(paths, raws):
-        if raw.max() == raw.min():
-            raise RunError(f"{path}: every pixel is {raw.flat[0]:g}: a constant image has no texture to learn")
+        if (raw == raw[:1, :1]).all():  # every pixel the first one's colour, channel by channel
+            colour = ", ".join(f"{v:g}" for v in raw[0, 0])
+            raise RunError(f"{path}: every pixel is ({colour}): a constant image has no texture to learn")
     return paths, raws
+
+
+def unknown_pixels(mask: Path | None, hole: tuple | None, paths, raws):
+    """(H, W) bool numpy array of the unknown pixels of the one image in `raws`, from a mask image or a
+    hole rectangle (x, y, width, height); None when neither is given."""
+    from ..io import InputError, load_mask, rectangle_mask
+
+    if mask is None and hole is None:
+        return None
+    option = "--mask" if mask is not None else "--hole"
+    if mask is not None and hole is not None:
+        raise RunError("--mask and --hole both mark unknown pixels: pass one")
+    if len(raws) != 1:
+        raise RunError(f"{option} marks pixels of one image, and {len(raws)} images were given")
+    try:
+        unknown = load_mask(mask, raws[0].shape) if mask is not None else rectangle_mask(raws[0].shape, hole)
+    except InputError as err:
+        raise RunError(str(err), option=option) from None
+    if not unknown.any():
+        raise RunError(f"{mask or 'the hole'} marks no pixel of {paths[0]} unknown (white = unknown)",
+                       option=option)
+    if unknown.all():
+        raise RunError(f"{mask or 'the hole'} marks every pixel of {paths[0]} unknown: nothing is left known",
+                       option=option)
+    return unknown
 
 
 def _config(paths, raws, settings: dict, quality: str, device: str) -> LearnConfig:

@@ -1,0 +1,145 @@
+"""Texture completion against OpenCV's inpainting: holes of several sizes filled by a model learned from
+the rest of the image, and by `cv2.inpaint` (Telea), scored on the filled region and on its seam.
+
+    python bench/bench_complete.py TEXTURE... [--holes 32,64,96] [--chains 4] [--image-size 224]
+                                   [--work DIR] [--picture PNG]
+
+Each texture is preprocessed as `tritongcn learn` does (shorter side to --image-size, centred square).
+Square holes of each size are centred in it. One model per texture is learned with the default recipe
+from the image with the largest hole unknown (`learn --hole`), so it never sees the content of any hole;
+it then completes each hole (`tritongcn.completion.complete`, --chains samples, the model's 300 Langevin
+steps and 10 noise-free ones). OpenCV's Telea inpainting (radius 5) fills the same holes.
+
+Figures, lower is better except where said:
+- `patch_swd`, `ps_z`: `tritongcn.evaluate`'s figures of the filled square against real crops of the same
+  size of the texture (`real` is the floor: another piece of the texture);
+- `seam`: the mean squared difference between neighbouring pixels across the hole's border, divided by
+  that of all neighbouring pixels of the texture: 1 is a border the texture's own, above 1 a visible edge,
+  below 1 a blur (the hole's true content scores about 1);
+- seconds: wall time of the fill alone (the learning is timed once per texture).
+
+Prints a table, appends JSON lines to bench/results.jsonl, and draws one row per texture (the hole, Telea,
+tritongcn, the true content) for the largest hole into --picture.
+"""
+
+import argparse
+import datetime
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import tritongcn
+from tritongcn.completion import complete
+from tritongcn.evaluate import evaluate, portilla_simoncelli_available
+from tritongcn.io import contact_sheet, load_image, preprocess, save_png
+from tritongcn.runs import LearnRun, Reporter, learn
+from tritongcn.runs.common import load_model
+from tritongcn.config import LearnConfig
+
+from bench_langevin import cpu_name
+
+
+def seam(image: torch.Tensor, top: int, left: int, size: int) -> float:
+    """Squared differences of neighbours across the border of the hole at (top, left), over the same of
+    every neighbouring pair in the image (C, H, W)."""
+    x = image.double()
+    pairs = [x[:, top - 1, left:left + size] - x[:, top, left:left + size],  # above / first row
+             x[:, top + size - 1, left:left + size] - x[:, top + size, left:left + size],
+             x[:, top:top + size, left - 1] - x[:, top:top + size, left],
+             x[:, top:top + size, left + size - 1] - x[:, top:top + size, left + size]]
+    across = torch.cat([p.flatten() for p in pairs]).pow(2).mean()
+    everywhere = torch.cat([(x[:, 1:] - x[:, :-1]).flatten(), (x[:, :, 1:] - x[:, :, :-1]).flatten()]).pow(2).mean()
+    return (across / everywhere).item()
+
+
+def telea(image: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
+    import cv2
+
+    arr = np.ascontiguousarray(image.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
+    source = arr[:, :, 0] if arr.shape[2] == 1 else arr  # OpenCV takes grayscale as (H, W)
+    filled = cv2.inpaint(source, unknown.numpy().astype(np.uint8) * 255, 5, cv2.INPAINT_TELEA)
+    return torch.from_numpy(filled.reshape(arr.shape)).permute(2, 0, 1).float()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("textures", nargs="+", type=Path)
+    parser.add_argument("--holes", default="32,64,96")
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--work", type=Path, default=Path("runs/bench_complete"))
+    parser.add_argument("--picture", type=Path, default=None)
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.jsonl")))
+    args = parser.parse_args()
+    holes = sorted(int(h) for h in args.holes.split(","))
+    quiet = Reporter(say=lambda message: None, warn=lambda message: None)
+    rows, panels = [], []
+    for texture in args.textures:
+        image = preprocess(load_image(texture), args.image_size)
+        c, h, w = image.shape
+        work = args.work / texture.stem
+        work.mkdir(parents=True, exist_ok=True)
+        square = work / "image.png"
+        save_png(image, square)
+        side = holes[-1]
+        top, left = (h - side) // 2, (w - side) // 2
+        model_dir = work / "model"
+        start = time.perf_counter()
+        if not (model_dir / "model.pt").exists():
+            learn(LearnRun(square, model_dir, hole=(left, top, side, side)), quiet)
+        learn_seconds = time.perf_counter() - start
+        state, model = load_model(model_dir / "model.pt")
+        config = LearnConfig.from_dict(state["config"])
+        for size in holes:
+            top, left = (h - size) // 2, (w - size) // 2
+            unknown = torch.zeros(h, w, dtype=torch.bool)
+            unknown[top:top + size, left:left + size] = True
+            t0 = time.perf_counter()
+            ours = complete(model, image, unknown, mean=state["mean"], steps=config.sample_steps,
+                            step_size=config.step_size, chains=args.chains, init=config.start,
+                            start_kernel=state["start_kernel"])
+            ours_seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            theirs = telea(image, unknown)
+            telea_seconds = time.perf_counter() - t0
+            region = (slice(None), slice(None), slice(top, top + size), slice(left, left + size))
+            figures = evaluate(image, ours.round()[region], crop=size, others={
+                "telea": theirs.unsqueeze(0)[region], "truth": image.unsqueeze(0)[region]}, references=True)
+            row = {"texture": texture.stem, "hole": size, "chains": args.chains,
+                   "tritongcn": {**figures["samples"], "seam": np.mean([seam(o, top, left, size) for o in ours]),
+                                 "seconds": round(ours_seconds, 2)},
+                   "telea": {**figures["telea"], "seam": seam(theirs, top, left, size),
+                             "seconds": round(telea_seconds, 4)},
+                   "truth": {**figures["truth"], "seam": seam(image, top, left, size)},
+                   "real_crops": figures["real_crops"], "learn_seconds": round(learn_seconds, 1)}
+            rows.append(row)
+            print(json.dumps(row))
+            if size == holes[-1]:
+                shown = image.clone()
+                shown[:, unknown] = 128.0
+                panels += [shown, theirs, ours[0], image]
+    columns = ["patch_swd"] + (["ps_z"] if portilla_simoncelli_available() else []) + ["seam"]
+    print(f"\n{cpu_name()}, torch {torch.__version__}, tritongcn {tritongcn.__version__}; lower is better "
+          "(seam: 1 is the texture's own)")
+    print("| texture | hole | " + " | ".join(f"{c} ours / Telea / real" for c in columns) + " | seconds ours / Telea |")
+    print("| --- | --- | " + " | ".join("---" for _ in columns) + " | --- |")
+    for r in rows:
+        cells = [f"{r['tritongcn'][k]:.3f} / {r['telea'][k]:.3f} / "
+                 f"{(r['truth'] if k == 'seam' else r['real_crops'])[k]:.3f}" for k in columns]
+        print(f"| {r['texture']} | {r['hole']} px | " + " | ".join(cells) +
+              f" | {r['tritongcn']['seconds']:.1f} / {r['telea']['seconds']:.3f} |")
+    stamp = {"bench": "complete", "cpu": cpu_name(), "torch": torch.__version__,
+             "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    with open(args.out, "a") as f:
+        for r in rows:
+            f.write(json.dumps({**stamp, **r}) + "\n")
+    if args.picture and panels:
+        save_png(contact_sheet(torch.stack([p.expand(3, -1, -1) if p.shape[0] == 1 else p for p in panels]),
+                               columns=4), args.picture)
+
+
+if __name__ == "__main__":
+    main()

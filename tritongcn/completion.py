@@ -1,0 +1,132 @@
+"""Completion and expansion: the unknown pixels of an image sampled given the known ones.
+
+Because p(I) is explicit, the unknown pixels U of an image given its known pixels K have the density
+p(I_U | I_K) ∝ exp(f(I)) N(I; 0, σ²) with I_K held fixed, and Langevin dynamics on I_U alone sample it:
+the gradient at the unknown pixels is the model's B(I) there, whatever the known ones do
+(`langevin(known=...)`). A hole in a photo is filled that way, and an image grows by making the canvas
+around it unknown.
+
+The chains need only the part of the image whose pixels reach the unknown ones through the net: the
+unknown pixels' bounding box grown by the receptive field less one on every side. On that work region
+every unit whose window touches an unknown pixel sees nothing but image, so the region is sampled on the
+torus (no border for the net to see), and where it sticks out of the image the pixels out there are
+unknown too, sampled and then thrown away: the image's edge is continued, not padded. `periodic=True`
+instead samples the whole image on the torus: what comes out tiles seamlessly.
+
+The samples end with a few noise-free steps (`FINISH_STEPS`) so that the filled pixels carry no residual
+Langevin noise, and the known pixels come back exactly as they went in.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from .chains import ChainBank
+from .config import stride_multiple
+from .model import GenerativeConvNet
+
+# Noise-free steps at the end of a completion: each closes step_size^2 / (2 sigma^2) of the way to its
+# ReLU piece's mode (half of it at the default step of 1), so ten leave no Langevin noise to see.
+FINISH_STEPS = 10
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of image coordinates: top-left corner (may lie outside the image) and size."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def work_region(unknown: torch.Tensor, model: GenerativeConvNet) -> Region:
+    """The part of an image, (H, W) bool `unknown`, that completing it involves: the unknown pixels'
+    bounding box grown by the receptive field less one on each side (every unit whose window touches an
+    unknown pixel), its sides rounded up to multiples of the net's total stride for the torus."""
+    rows, cols = unknown.any(dim=1).nonzero().flatten(), unknown.any(dim=0).nonzero().flatten()
+    if not len(rows):
+        raise ValueError("no pixel is unknown: there is nothing to complete")
+    reach, stride = model.receptive_field() - 1, model.total_stride()
+    top, left = int(rows[0]) - reach, int(cols[0]) - reach
+    height = stride_multiple(int(rows[-1]) + reach + 1 - top, stride)
+    width = stride_multiple(int(cols[-1]) + reach + 1 - left, stride)
+    return Region(top, left, height, width)
+
+
+def _overlap(region: Region, shape) -> tuple:
+    """(slices in the image, slices in the region) of their common part, for an image of `shape` (H, W)."""
+    top, left = max(region.top, 0), max(region.left, 0)
+    bottom = min(region.top + region.height, shape[0])
+    right = min(region.left + region.width, shape[1])
+    image = (slice(top, bottom), slice(left, right))
+    inside = (slice(top - region.top, bottom - region.top), slice(left - region.left, right - region.left))
+    return image, inside
+
+
+@torch.no_grad()
+def complete(model: GenerativeConvNet, image: torch.Tensor, unknown: torch.Tensor, *, mean: torch.Tensor,
+             steps: int, step_size: float, chains: int = 1, seed: int = 0, init: str = "spectrum",
+             start_kernel: torch.Tensor | None = None, periodic: bool = False,
+             finish_steps: int = FINISH_STEPS, progress=None, **bank_options) -> torch.Tensor:
+    """`chains` completions (K, C, H, W) in [0, 255] of `image` (C, H, W) in [0, 255], whose pixels are
+    unknown where the (H, W) bool `unknown` is set: sampled by `steps` Langevin steps of `step_size` from
+    `init` (see tritongcn.starts; "spectrum" needs the model's `start_kernel`) and `finish_steps`
+    noise-free ones, each chain with its own noise; the known pixels are returned exactly. `mean` (C,) is
+    the colour the model's images were centred on. `periodic=True` samples the whole image on the torus
+    (sides multiples of the net's stride), so the result tiles. `progress(chain_steps)` is told of each
+    chunk of work; `bank_options` go to ChainBank (memory_budget, backend, device, precision, notify).
+    """
+    channels, h, w = image.shape
+    if channels != model.in_channels:
+        raise ValueError(f"a {channels}-channel image cannot be completed by a model of {model.in_channels} "
+                         "channels")
+    if unknown.shape != (h, w):
+        raise ValueError(f"a mask of {tuple(unknown.shape)} for an image of {h}x{w}")
+    unknown = unknown.bool().cpu()
+    if unknown.all():
+        raise ValueError("every pixel is unknown: nothing is left to complete the image from")
+    if periodic:
+        if h % model.total_stride() or w % model.total_stride():
+            raise ValueError(f"a periodic completion needs sides that are multiples of {model.total_stride()}, "
+                             f"got {h}x{w}")
+        region = Region(0, 0, h, w)
+        if not unknown.any():
+            raise ValueError("no pixel is unknown: there is nothing to complete")
+    else:
+        region = work_region(unknown, model)
+    image_part, region_part = _overlap(region, (h, w))
+    centred = image.float().cpu() - mean.float().cpu().view(-1, 1, 1)
+    values = torch.zeros(1, channels, region.height, region.width)
+    known = torch.zeros(1, 1, region.height, region.width, dtype=torch.bool)  # outside the image: unknown
+    values[(0, slice(None)) + region_part] = centred[(slice(None),) + image_part]
+    known[(0, 0) + region_part] = ~unknown[image_part]
+    bank = ChainBank(model, chains, (channels, region.height, region.width), boundary="periodic",
+                     step_size=step_size, sigma=model.sigma, seed=seed, init=init, start_kernel=start_kernel,
+                     mean=mean, known=(values, known), **bank_options)
+    per_chunk = (lambda done: progress(done * steps)) if progress else None
+    bank.advance(steps, per_chunk)
+    per_chunk = (lambda done: progress(done * finish_steps)) if progress else None
+    bank.advance(finish_steps, per_chunk, noise=False)
+    filled = (bank.x.cpu()[(slice(None), slice(None)) + region_part] + mean.float().cpu().view(1, -1, 1, 1))
+    out = image.float().cpu().expand(chains, -1, -1, -1).clone()
+    hole = unknown[image_part].expand_as(filled[:, :1]).expand_as(filled)
+    out[(slice(None), slice(None)) + image_part] = torch.where(
+        hole, filled.clamp(0, 255), out[(slice(None), slice(None)) + image_part])
+    return out
+
+
+def canvas(image: torch.Tensor, height: int, width: int, at: tuple | None = None) -> tuple:
+    """(canvas (C, height, width), unknown (height, width) bool): `image` (C, H, W) placed with its
+    top-left corner at `at` = (x, y) (default: centred), everything around it unknown."""
+    channels, h, w = image.shape
+    if height < h or width < w:
+        raise ValueError(f"a {width}x{height} canvas cannot hold the {w}x{h} image")
+    x, y = ((width - w) // 2, (height - h) // 2) if at is None else (int(at[0]), int(at[1]))
+    if x < 0 or y < 0 or x + w > width or y + h > height:
+        raise ValueError(f"the {w}x{h} image placed at {x},{y} does not fit in the {width}x{height} canvas")
+    out = torch.zeros(channels, height, width)
+    out[:, y:y + h, x:x + w] = image
+    unknown = torch.ones(height, width, dtype=torch.bool)
+    unknown[y:y + h, x:x + w] = False
+    return out, unknown
