@@ -13,9 +13,9 @@ steps and 10 noise-free ones). OpenCV's Telea inpainting (radius 5) fills the sa
 Figures, lower is better except where said:
 - `patch_swd`, `ps_z`: `tritongcn.evaluate`'s figures of the filled square against real crops of the same
   size of the texture (`real` is the floor: another piece of the texture);
-- `seam`: the mean squared difference between neighbouring pixels across the hole's border, divided by
-  that of all neighbouring pixels of the texture: 1 is a border the texture's own, above 1 a visible edge,
-  below 1 a blur (the hole's true content scores about 1);
+- `seam`: the mean squared difference of neighbouring pixels straddling the hole's border, over that of
+  neighbours on the lines up to 3 px either side of it: 1 is a border like its surroundings, above 1 an
+  edge that shows, below 1 a blur (`true`: the hole's true content);
 - seconds: wall time of the fill alone (the learning is timed once per texture).
 
 Prints a table, appends JSON lines to bench/results.jsonl, and draws one row per texture (the hole, Telea,
@@ -42,17 +42,27 @@ from tritongcn.config import LearnConfig
 from bench_langevin import cpu_name
 
 
-def seam(image: torch.Tensor, top: int, left: int, size: int) -> float:
-    """Squared differences of neighbours across the border of the hole at (top, left), over the same of
-    every neighbouring pair in the image (C, H, W)."""
+def _side_pairs(x: torch.Tensor, top: int, left: int, size: int, offset: int) -> torch.Tensor:
+    """Differences of the neighbouring pixels perpendicular to the four sides of the square hole at (top,
+    left) of side `size` in x (C, H, W), `offset` pixels from each side: offset 0 straddles the border
+    (one pixel inside, one out), offset k > 0 lies k pixels inside it, k < 0 outside."""
+    across, down = slice(left, left + size), slice(top, top + size)  # the sides' extents
+    first_row, last_row = top + offset, top + size - offset
+    first_col, last_col = left + offset, left + size - offset
+    return torch.cat([(x[:, first_row - 1, across] - x[:, first_row, across]).flatten(),
+                      (x[:, last_row - 1, across] - x[:, last_row, across]).flatten(),
+                      (x[:, down, first_col - 1] - x[:, down, first_col]).flatten(),
+                      (x[:, down, last_col - 1] - x[:, down, last_col]).flatten()])
+
+
+def seam(image: torch.Tensor, top: int, left: int, size: int, band: int = 3) -> float:
+    """How much the hole's border shows: the mean squared difference of neighbours straddling it over that
+    of the neighbours on the parallel lines `band` pixels either side of it (each line's pairs in the
+    same direction). 1: the border looks like its surroundings; above 1, an edge; below, a blur."""
     x = image.double()
-    pairs = [x[:, top - 1, left:left + size] - x[:, top, left:left + size],  # above / first row
-             x[:, top + size - 1, left:left + size] - x[:, top + size, left:left + size],
-             x[:, top:top + size, left - 1] - x[:, top:top + size, left],
-             x[:, top:top + size, left + size - 1] - x[:, top:top + size, left + size]]
-    across = torch.cat([p.flatten() for p in pairs]).pow(2).mean()
-    everywhere = torch.cat([(x[:, 1:] - x[:, :-1]).flatten(), (x[:, :, 1:] - x[:, :, :-1]).flatten()]).pow(2).mean()
-    return (across / everywhere).item()
+    across = _side_pairs(x, top, left, size, 0).pow(2).mean()
+    near = torch.cat([_side_pairs(x, top, left, size, k) for k in range(-band, band + 1) if k]).pow(2).mean()
+    return (across / near).item()
 
 
 def telea(image: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
@@ -109,7 +119,7 @@ def main():
             figures = evaluate(image, ours.round()[region], crop=size, others={
                 "telea": theirs.unsqueeze(0)[region], "truth": image.unsqueeze(0)[region]}, references=True)
             row = {"texture": texture.stem, "hole": size, "chains": args.chains,
-                   "tritongcn": {**figures["samples"], "seam": np.mean([seam(o, top, left, size) for o in ours]),
+                   "tritongcn": {**figures["samples"], "seam": float(np.mean([seam(o, top, left, size) for o in ours])),
                                  "seconds": round(ours_seconds, 2)},
                    "telea": {**figures["telea"], "seam": seam(theirs, top, left, size),
                              "seconds": round(telea_seconds, 4)},
@@ -123,12 +133,13 @@ def main():
                 panels += [shown, theirs, ours[0], image]
     columns = ["patch_swd"] + (["ps_z"] if portilla_simoncelli_available() else []) + ["seam"]
     print(f"\n{cpu_name()}, torch {torch.__version__}, tritongcn {tritongcn.__version__}; lower is better "
-          "(seam: 1 is the texture's own)")
-    print("| texture | hole | " + " | ".join(f"{c} ours / Telea / real" for c in columns) + " | seconds ours / Telea |")
+          "(seam: 1 is a border like its surroundings)")
+    print("| texture | hole | " + " | ".join(f"{c} ours / Telea / {'true' if c == 'seam' else 'real'}"
+                                           for c in columns) + " | seconds ours / Telea |")
     print("| --- | --- | " + " | ".join("---" for _ in columns) + " | --- |")
     for r in rows:
-        cells = [f"{r['tritongcn'][k]:.3f} / {r['telea'][k]:.3f} / "
-                 f"{(r['truth'] if k == 'seam' else r['real_crops'])[k]:.3f}" for k in columns]
+        floor = [(r["truth"] if k == "seam" else r["real_crops"])[k] for k in columns]
+        cells = [f"{r['tritongcn'][k]:.3f} / {r['telea'][k]:.3f} / {f:.3f}" for k, f in zip(columns, floor)]
         print(f"| {r['texture']} | {r['hole']} px | " + " | ".join(cells) +
               f" | {r['tritongcn']['seconds']:.1f} / {r['telea']['seconds']:.3f} |")
     stamp = {"bench": "complete", "cpu": cpu_name(), "torch": torch.__version__,

@@ -96,7 +96,9 @@ def test_a_bank_takes_known_values_per_chain():
 def test_known_positions_are_the_windows_without_an_unknown_pixel():
     net = _net(depth=2)
     unknown = _hole(64, 64, 40, 45, 4)
-    got = net.known_positions(~unknown.view(1, 1, 64, 64))[0, 0]
+    maps = net.known_positions(~unknown.view(1, 1, 64, 64))
+    assert [tuple(m.shape[-2:]) for m in maps] == [tuple(s[-2:]) for s in net.layer_shapes((1, 3, 64, 64), "valid")]
+    got = maps[-1][0, 0]
     field, stride = net.receptive_field(), net.total_stride()
     h = (64 - field) // stride + 1
     expected = torch.tensor([[not unknown[i * stride:i * stride + field, j * stride:j * stride + field].any()
@@ -120,9 +122,11 @@ def test_the_data_score_ignores_what_the_unknown_pixels_hold():
     scribbled = torch.where(known, x, 200 * torch.randn_like(x))
     assert score == per_position_score(net, scribbled, "valid", known=positions)
     assert score != per_position_score(net, scribbled, "valid")
-    everything = torch.ones_like(positions)
-    torch.testing.assert_close(per_position_score(net, x, "valid", known=everything),
-                               per_position_score(net, x, "valid"))
+    everything = [torch.ones_like(p) for p in positions]
+    masked, plain = [], []
+    torch.testing.assert_close(per_position_score(net, x, "valid", masked, known=everything),
+                               per_position_score(net, x, "valid", plain))
+    assert masked == pytest.approx(plain)
 
 
 def test_a_learner_with_a_hole_learns_from_the_rest_only():
@@ -136,6 +140,37 @@ def test_a_learner_with_a_hole_learns_from_the_rest_only():
     other = Learner.from_images(scribbled, config, known=known)
     for a, b in zip(learner.run(), other.run()):  # the hole's content changes nothing
         assert a["f_obs"] == b["f_obs"] and a["f_syn"] == b["f_syn"]
+
+
+def _cross_power(kernel):
+    """(C, C, 64, 64) cross-spectra of the noise a spectrum kernel makes: what it means, whatever basis."""
+    spectra = torch.fft.fft2(kernel.double(), s=(64, 64))
+    return torch.einsum("ajhw,bjhw->abhw", spectra, spectra.conj()).real
+
+
+def test_the_spectrum_of_a_holed_image_comes_from_its_known_pixels():
+    from tritongcn.starts import spectrum_kernel
+
+    # A periodic texture (white noise blurred on the torus, elongated, with correlated colours): there,
+    # pairs of known pixels measure what the periodogram measures.
+    noise = torch.randn(3, 96, 96, generator=torch.Generator().manual_seed(3))
+    freq = torch.fft.fftfreq(96).abs()
+    blur = torch.exp(-(freq.view(-1, 1) / 0.05) ** 2 - (freq.view(1, -1) / 0.15) ** 2)
+    fields = torch.fft.ifft2(torch.fft.fft2(noise) * blur).real
+    image = 400 * torch.stack([fields[0], 0.6 * fields[0] + 0.4 * fields[1], fields[2] - fields[0]]).unsqueeze(0)
+    everything = torch.ones(1, 1, 96, 96, dtype=torch.bool)
+    plain = _cross_power(spectrum_kernel(image, window=31))
+    allknown = _cross_power(spectrum_kernel(image, window=31, known=everything))
+    assert (allknown - plain).norm() < 0.1 * plain.norm()  # 0.07: the periodogram's pairs wrap around
+    known = ~_hole(96, 96, 30, 40, 24).view(1, 1, 96, 96)
+    holed = spectrum_kernel(image, window=31, known=known)
+    scribbled = torch.where(known, image, 300 * torch.rand_like(image))
+    assert torch.equal(holed, spectrum_kernel(scribbled, window=31, known=known))  # the hole says nothing
+    # Closer to the whole image's spectrum than the periodogram of the image with its hole at the mean.
+    zero_filled = _cross_power(spectrum_kernel(torch.where(known, image, image.mean(dim=(2, 3), keepdim=True)),
+                                               window=31))
+    assert (_cross_power(holed) - plain).norm() < 0.1 * plain.norm()
+    assert (zero_filled - plain).norm() > 1.5 * (_cross_power(holed) - plain).norm()
 
 
 def test_too_little_known_texture_is_refused():

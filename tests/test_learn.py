@@ -212,6 +212,47 @@ def test_a_layer_that_keeps_going_silent_stops_learning_with_a_reason():
         next(runs)
 
 
+def test_the_runaway_guard_fires_on_a_climb_and_not_on_a_healthy_layer():
+    from tritongcn.learn import RunawayGuard
+
+    guard = RunawayGuard()
+    healthy = [1000 * (1 + 0.2 * (i % 3)) + 10 * i for i in range(1, 200)]  # noisy, slowly rising
+    assert not any(guard.ran_away(i, f) for i, f in enumerate(healthy, 1))
+    guard.reset()
+    climbing = [5000.0] * 40 + [5000.0 * 1.2 ** k for k in range(1, 20)]
+    fired = [i for i, f in enumerate(climbing, 1) if guard.ran_away(i, f)]
+    assert fired[0] == 44  # 5000 x 1.2^4, the first score past twice the median of the 20 before it
+    guard.reset()
+    early = [100.0] * 25 + [1e6]  # the first iterations of a layer swing: not judged
+    assert not any(guard.ran_away(i, f) for i, f in enumerate(early, 1))
+
+
+def test_a_runaway_goes_back_to_kept_weights_with_new_chains_and_half_the_step():
+    from tritongcn.learn import MAX_REGROWTHS, LearningFailed, RunawayGuard
+
+    learner = Learner(stripes(), LearnConfig(**{**TINY, "iterations": 60}, grow_layers=True))
+    runs = learner.run()
+    for _ in range(35):
+        record = next(runs)
+    kept_at, kept = learner.guard.snapshots[0]
+    assert kept_at == 10 and len(learner.guard.snapshots) == RunawayGuard.KEPT  # at 10, 20 and 30
+    steps_before = learner.bank.steps.clone()
+    learner.guard.ran_away = lambda iteration, f_obs: True  # as if the data's score had climbed
+    learner.guard.recent = [1.0] * 21
+    record = next(runs)
+    assert record["runaway"] == 1 and record["from_iteration"] == 10 and record["grad_norm"] == 0.0
+    assert learner.step_scale[:2] == [0.5, 1.0] and record["step_scale"] == 0.5
+    for p, before in zip(learner.model.active_parameters(), kept):
+        assert torch.equal(p, before)
+    assert (learner.bank.steps > steps_before).all()  # every chain advanced from a new start
+    for _ in range(MAX_REGROWTHS - 1):
+        learner.guard.recent = [1.0] * 21
+        assert "runaway" in next(runs)
+    learner.guard.recent = [1.0] * 21
+    with pytest.raises(LearningFailed, match="ran away"):
+        next(runs)
+
+
 def test_chains_restart_on_a_staggered_schedule():
     config = LearnConfig(**{**TINY, "iterations": 12, "chains": 5}, lifetime=4, persistent_chains=1)
     learner = Learner(stripes(), config)

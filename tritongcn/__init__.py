@@ -12,6 +12,7 @@ _PUBLIC = {
     "Learner": ".learn",
     "langevin": ".sampler",
     "ChainBank": ".chains",
+    "complete": ".completion",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

@@ -41,17 +41,20 @@ def per_position_score(model: GenerativeConvNet, x: torch.Tensor, boundary: str 
     layer's H x W; the release divided each layer's by its own output's H x W, which for the texture net
     is the same to within 10 %: only the first layer strides, and the later ones keep its output size.
     If `activity` is a list, the share of active ReLU units of each layer is appended to it, from the
-    same bottom-up pass. `known` (N, 1, h, w) bool, the top layer's positions to count (texture model
-    only; `GenerativeConvNet.known_positions`): the mean is then over those positions of every image.
+    same bottom-up pass. `known`, a list of (N, 1, h, w) bool per layer (`GenerativeConvNet.known_positions`),
+    counts only those positions of each layer, in the score (the top layer's) and in the shares (texture
+    model only).
     """
-    for top in model.relu_responses(x, boundary):
+    for i, top in enumerate(model.relu_responses(x, boundary)):
         if activity is not None:
-            activity.append((top > 0).float().mean().item())
+            on = top > 0
+            share = on.float().mean() if known is None else (on & known[i]).sum() / (known[i].sum() * top.shape[1])
+            activity.append(share.item())
     top = top.float()  # summed in float32 when the convolutions ran in bfloat16
     if model.top == "fc":  # one number per image already: the top filter covers the whole map
         return model.top_score(top).mean()
     if known is not None:
-        return (top * known).sum() / known.sum()
+        return (top * known[-1]).sum() / known[-1].sum()
     _, _, h, w = top.shape
     return model.top_score(top).mean() / (h * w)
 
@@ -74,6 +77,44 @@ def fewest_known_positions(model: GenerativeConvNet) -> int:
 # A layer regrown this many times has gone silent at every step size tried (down to 1/16 of the
 # configured one): the data give it nothing to learn, and the run stops instead of trying forever.
 MAX_REGROWTHS = 4
+
+
+class RunawayGuard:
+    """Watches the data's score per position, layer by layer, for a runaway: the weights growing without
+    bound while the chains fall behind them, so the data's score climbs from its level of the last
+    `WINDOW` iterations to `GROWTH` times it and on to 1e6 and beyond (seen on water, brick and wood
+    learned from the known pixels around a 96 px hole; healthy runs never rose above 1.23 times it past
+    their first `SETTLE` iterations). It keeps the active weights as they were every `EVERY` iterations,
+    so that the learner can go back to before the climb (`Learner._rescue_runaway`).
+    """
+
+    WINDOW, GROWTH, SETTLE, EVERY, KEPT = 20, 2.0, 30, 10, 3
+
+    def __init__(self):
+        self.recent, self.snapshots = [], []  # the layer's last scores; (iteration, weights), oldest first
+
+    def reset(self) -> None:
+        """A new layer, or a rescue: the history starts again."""
+        self.recent, self.snapshots = [], []
+
+    def ran_away(self, iteration: int, f_obs: float) -> bool:
+        """Whether the data's score at this iteration of the layer has run away from its recent level."""
+        window = self.recent[-self.WINDOW:]
+        level = sorted(window)[len(window) // 2] if window else 0.0
+        self.recent = window + [f_obs]
+        return iteration > self.SETTLE and len(window) == self.WINDOW and level > 0 and f_obs > self.GROWTH * level
+
+    def keep(self, iteration: int, params) -> None:
+        """Keep the weights every EVERY iterations (the KEPT latest)."""
+        if iteration % self.EVERY == 0:
+            self.snapshots = (self.snapshots + [(iteration, [p.detach().clone() for p in params])])[-self.KEPT:]
+
+    def state_dict(self) -> dict:
+        return {"recent": list(self.recent), "snapshots": [(i, [p.cpu() for p in ps]) for i, ps in self.snapshots]}
+
+    def load_state_dict(self, state: dict, device) -> None:
+        self.recent = list(state["recent"])
+        self.snapshots = [(i, [p.to(device) for p in ps]) for i, ps in state["snapshots"]]
 
 
 class ReversalDamping:
@@ -184,7 +225,7 @@ class Learner:
         periodic = self.data_boundary == "valid"
         self.chain_boundary = self.data_boundary if config.cd_steps else ("periodic" if periodic else "zero")
         self._check_geometry()
-        self.known, self._known_top = None, {}  # the observed pixels known; the top positions per depth
+        self.known, self._known_maps = None, {}  # the observed pixels known; each layer's known positions per depth
         if known is not None:
             self._set_known(known)
         # Under torchrun each process holds a shard of the chains; the weight gradient is summed over them.
@@ -199,9 +240,7 @@ class Learner:
         self.share = count / total  # this shard's weight in the mean over all chains
         self.restart = self.observed[first:first + count] if config.cd_steps else None
         # The data's spectrum, for chains that start as random-phase noise; model.pt keeps it for `sample`.
-        self.start_kernel = spectrum_kernel(self.observed)
-        if self.known is not None:  # unknown pixels, at 0, hold none of the variance: give it back to the rest
-            self.start_kernel /= self.known.float().mean().sqrt().item()
+        self.start_kernel = spectrum_kernel(self.observed, known=self.known)
         # ML chains start where the sampler's do (the data are mean-subtracted); CD chains at the data.
         shape = self.observed.shape[1:] if same_as_data else (channels, config.chain_size, config.chain_size)
         self.bank = ChainBank(self.model, count, shape, boundary=self.chain_boundary, step_size=config.step_size,
@@ -216,6 +255,7 @@ class Learner:
         # configured one, and the active parameters as they were when the current layer started.
         self.step_scale = [1.0] * len(self.model.layers)
         self.layer_start = None
+        self.guard = RunawayGuard()
 
     def _set_known(self, known: torch.Tensor) -> None:
         """Learn from the known pixels only (see the class): checked, and the unknown ones set to the mean."""
@@ -229,7 +269,7 @@ class Learner:
         self.observed = torch.where(self.known, self.observed, torch.zeros((), device=self.device))
         depth, self.model.depth = self.model.depth, self.config.layers
         try:
-            usable, needed = int(self.model.known_positions(self.known).sum()), fewest_known_positions(self.model)
+            usable, needed = int(self.model.known_positions(self.known)[-1].sum()), fewest_known_positions(self.model)
         finally:
             self.model.depth = depth
         if usable < needed:
@@ -239,13 +279,13 @@ class Learner:
                              f"{KNOWN_SQUARE * field} px): mark a smaller region unknown, or give a model")
 
     def _known_positions(self):
-        """The top layer's fully known positions at the current depth (None: every position)."""
+        """Each active layer's fully known positions at the current depth (None: every position)."""
         if self.known is None:
             return None
         depth = self.model.depth
-        if depth not in self._known_top:
-            self._known_top[depth] = self.model.known_positions(self.known)
-        return self._known_top[depth]
+        if depth not in self._known_maps:
+            self._known_maps[depth] = self.model.known_positions(self.known)
+        return self._known_maps[depth]
 
     @staticmethod
     def finish_iterations(config: LearnConfig) -> int:
@@ -430,6 +470,10 @@ class Learner:
         if not (torch.isfinite(f_obs) and torch.isfinite(f_syn)):
             raise FloatingPointError(f"learning diverged {where}: the scores are no longer finite; lower --lr "
                                      f"(now {c.lr:g}) or --step-size (now {c.step_size:g})")
+        if self.guard.ran_away(self.iteration + 1, f_obs.item()):
+            record.update(self._rescue_runaway(f_obs.item()))
+            return self._record(f_obs, f_syn, 0.0, active_obs, active_syn, record, start)
+        self.guard.keep(self.iteration + 1, params)
         grad_norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in params)).item()
         self.update()
         if not all(torch.isfinite(p).all() for p in params):
@@ -515,6 +559,29 @@ class Learner:
             p.copy_(before)
         self.step_scale[index] *= 0.5
 
+    @torch.no_grad()
+    def _rescue_runaway(self, f_obs: float) -> dict:
+        """Go back to the oldest weights the guard kept (from before the climb), start every chain again
+        from the start (they followed the weights away), and halve the steps of the active layers from now
+        on: the step that let the weights outrun the chains was too large for this data. The iteration
+        makes no update and the counter runs on, so the run keeps its length. Describes it for the record."""
+        active = range(self.model.depth)
+        if min(self.step_scale[i] for i in active) <= 0.5 ** MAX_REGROWTHS:
+            raise LearningFailed(
+                f"the training image's score ran away from the chains' at layer {self.layer} again, with the "
+                f"step at {min(self.step_scale[i] for i in active):g} of the configured one: the chains cannot "
+                "follow this image's data; try a smaller --lr, fewer --layers or a smaller unknown region")
+        back_to, weights = self.guard.snapshots[0] if self.guard.snapshots else (None, self.layer_start)
+        for p, before in zip(self.model.active_parameters(), weights):
+            p.copy_(before)
+        self.bank.restart(range(len(self.bank)))
+        for i in active:
+            self.step_scale[i] *= 0.5
+        level = sorted(self.guard.recent[:-1])[len(self.guard.recent[:-1]) // 2]
+        self.guard.reset()
+        return {"runaway": self.layer, "from_iteration": back_to or 0, "growth": round(f_obs / level, 2),
+                "step_scale": self.step_scale[self.model.depth - 1]}
+
     def run(self):
         """Yield one metrics dict per iteration until every layer is grown and refined."""
         while True:
@@ -529,6 +596,7 @@ class Learner:
             self.layer += 1
             self.iteration = 0
             self.layer_start = None  # taken again at the new layer's first iteration
+            self.guard.reset()
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
@@ -552,6 +620,8 @@ class Learner:
         self.layer_start = state.get("layer_start")
         if self.damping is not None and "damping" in state:
             self.damping.load_state_dict(state["damping"], self.device)
+        if state.get("guard") is not None:
+            self.guard.load_state_dict(state["guard"], self.device)
 
     def state_dict(self) -> dict:
         return {"config": self.config.to_dict(), "model_config": self.model.config(),
@@ -560,7 +630,8 @@ class Learner:
                 "langevin_steps_done": self.langevin_steps_done, "seconds": self.seconds,
                 "mean": self.mean.clone(), "step_scale": list(self.step_scale),
                 "layer_start": self.layer_start, "start_kernel": self.start_kernel.clone(),
-                "damping": self.damping.state_dict() if self.damping is not None else None}
+                "damping": self.damping.state_dict() if self.damping is not None else None,
+                "guard": self.guard.state_dict()}
 
     def fresh_bank(self, chains: int, seed: int = 0) -> ChainBank:
         """`chains` new chains of the learned model, as `tritongcn sample` draws them by default: from

@@ -275,14 +275,15 @@ class GenerativeConvNet(nn.Module):
             shapes.append(shape)
         return shapes
 
-    def known_positions(self, known: torch.Tensor) -> torch.Tensor:
-        """(N, 1, h, w) bool: the top active layer's positions, under boundary "valid", whose whole
-        receptive window lies in the known pixels of `known` (N, 1, H, W) bool. A unit whose window holds
-        an unknown pixel says nothing about the image: learning from a photo with a hole scores these only."""
-        unknown = (~known.bool()).float()
+    def known_positions(self, known: torch.Tensor) -> list:
+        """Per active layer, (N, 1, h, w) bool: its positions, under boundary "valid", whose whole receptive
+        window lies in the known pixels of `known` (N, 1, H, W) bool. A unit whose window holds an unknown
+        pixel says nothing about the image: learning from a photo with a hole counts the others only."""
+        unknown, maps = (~known.bool()).float(), []
         for spec in self.layers[: self.depth]:  # a window holds an unknown pixel iff its max is 1
             unknown = F.max_pool2d(unknown, spec.kernel_size, spec.stride)
-        return unknown == 0
+            maps.append(unknown == 0)
+        return maps
 
     def output_shape(self, input_shape, boundary: str = "zero") -> tuple:
         """Shape (N, K, Ho, Wo) of the top active layer's response to an input of `input_shape`."""

@@ -26,7 +26,8 @@ SPECTRUM_WINDOW = 97  # px: correlations up to 48 px, beyond the texture net's 3
 _START_STREAM = 0x1A17  # keeps the noise that starts chains apart from the Langevin noise
 
 
-def spectrum_kernel(images: torch.Tensor, window: int = SPECTRUM_WINDOW) -> torch.Tensor:
+def spectrum_kernel(images: torch.Tensor, window: int = SPECTRUM_WINDOW, known: torch.Tensor | None = None
+                    ) -> torch.Tensor:
     """(C, C, k, k) kernel whose periodic convolution with C fields of unit white noise has the power
     spectrum and the colour covariance of the mean-subtracted (M, C, H, W) `images`, up to the window.
 
@@ -36,21 +37,49 @@ def spectrum_kernel(images: torch.Tensor, window: int = SPECTRUM_WINDOW) -> torc
     weighted by channel c's share of it. (One field for all channels would make every pair of channels
     correlate positively: blue water against orange light came out purple.) One image's periodogram is
     noisy, and the root of that noise spreads past any window: the kernel keeps the smooth part of the
-    spectrum, 70 to 80 % of the variance on photographs, and the Langevin steps bring the rest."""
+    spectrum, 70 to 80 % of the variance on photographs, and the Langevin steps bring the rest.
+
+    `known` (M, 1, H, W) bool, where given, leaves the other pixels out: the colours and the
+    autocovariance are then measured on known pixels and known pairs of pixels only (`_known_spectrum`).
+    """
     images = images.detach().double().cpu()
     m, c, h, w = images.shape
     k = min(window, h - (1 - h % 2), w - (1 - w % 2))
-    centred = images - images.mean(dim=(2, 3), keepdim=True)
+    weight = torch.ones(m, 1, h, w, dtype=torch.float64) if known is None else known.detach().cpu().double()
+    mean = (images * weight).sum(dim=(2, 3), keepdim=True) / weight.sum(dim=(2, 3), keepdim=True).clamp_min(1)
+    centred = (images - mean) * weight
     pixels = centred.transpose(0, 1).reshape(c, -1)
-    _, basis = torch.linalg.eigh(pixels @ pixels.T / pixels.shape[1])  # columns: colour components
+    _, basis = torch.linalg.eigh(pixels @ pixels.T / weight.sum().clamp_min(1))  # columns: colour components
     components = torch.einsum("cj,mchw->mjhw", basis, centred)
-    power = torch.fft.fft2(components).abs().pow(2).mean(dim=0)
-    # |K|^2 = power / (H W) makes a field of variance sum(power) / (H W)^2, the component's own variance.
-    root = torch.fft.ifft2(power.sqrt() / math.sqrt(h * w)).real  # centred at pixel (0, 0)
+    if known is None:
+        power = torch.fft.fft2(components).abs().pow(2).mean(dim=0)
+        # |K|^2 = power / (H W) makes a field of variance sum(power) / (H W)^2, the component's own variance.
+        root = torch.fft.ifft2(power.sqrt() / math.sqrt(h * w)).real  # centred at pixel (0, 0)
+    else:
+        root = _known_spectrum(components, weight)
     kernel = torch.roll(root, (k // 2, k // 2), (1, 2))[:, :k, :k]
     taper = torch.hann_window(k + 2, periodic=False, dtype=torch.float64)[1:-1]
     kernel = kernel * taper.view(1, -1, 1) * taper.view(1, 1, -1)
     return (basis.view(c, c, 1, 1) * kernel.unsqueeze(0)).float()
+
+
+def _known_spectrum(components: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(J, H, W) zero-phase square roots, centred at pixel (0, 0), of the power spectra of the (M, J, H, W)
+    `components` (zero where `weight` is) on the H x W torus, as `spectrum_kernel` takes them from the
+    periodogram of whole images, but from an autocovariance whose every lag is measured over the pairs of
+    known pixels that far apart. The periodogram of an image with a hole in it mixes the hole's edges in
+    and loses the long-range correlations; learned from chains started so, water, brick and wood ran away."""
+    m, j, h, w = components.shape
+    size = (2 * h, 2 * w)  # zero padding: no lag wraps around
+    pairs = torch.fft.irfft2(torch.fft.rfft2(weight, s=size).abs().pow(2), s=size).sum(dim=0)
+    products = torch.fft.irfft2(torch.fft.rfft2(components, s=size).abs().pow(2), s=size).sum(dim=0)
+    autocovariance = products / pairs.clamp_min(1)  # lag 0 at (0, 0), lag -d at 2h - d
+    # Onto the H x W torus, each lag from its nearer side, as a periodogram of an H x W image has them.
+    rows = torch.arange(h) - h * (torch.arange(h) > h // 2)
+    cols = torch.arange(w) - w * (torch.arange(w) > w // 2)
+    torus = autocovariance[:, rows.view(-1, 1) % size[0], cols.view(1, -1) % size[1]]
+    power = torch.fft.fft2(torus).real.clamp_min(0)  # an estimate can dip below zero; a spectrum cannot
+    return torch.fft.ifft2(power.sqrt()).real
 
 
 def spectrum_noise(kernel: torch.Tensor, shape, seed: int, offset: int, device="cpu") -> torch.Tensor:

@@ -11,6 +11,8 @@ from .common import Reporter, RunError, load_model, usable_device
 # A given model whose training images were this many times larger or smaller than the image to fill
 # likely learned the texture at another scale: said so, with the option that rescales the image.
 SCALE_NOTE = 1.25
+# Images whose shorter side is larger than this are slow to learn from at their own size: said so.
+LARGE_SIDE = 512
 
 
 @dataclass
@@ -165,6 +167,9 @@ def _model(image_path: Path, image, s: FillSettings, out_dir: Path, report: Repo
         return learned
     report.say(f"learning the texture from {'the known pixels of ' if mask or hole else ''}{image_path} first "
                f"(at {image.shape[2]}x{image.shape[1]} px; give a MODEL to skip this)")
+    if min(image.shape[1:]) > LARGE_SIDE:
+        report.note(f"learning at {min(image.shape[1:])} px takes several times longer than at `learn`'s 224: "
+                    "--image-size 224 works on the image resized")
     learn(LearnRun(image_path, out_dir / "model", settings={**s.learn_settings, "image_size": min(image.shape[1:])}, quality=s.quality,
                    device=s.device, resume=s.resume,
                    overwrite=s.overwrite, mask=mask, hole=hole, crop=False), report)

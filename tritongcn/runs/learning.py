@@ -292,8 +292,9 @@ def settings_line(config: LearnConfig) -> str:
 
 
 class LearningWatch:
-    """What a user should hear of while learning runs: a layer regrown after going silent, and a gap that
-    swings from sign to sign at every iteration (the step is too large for the layer). Each once."""
+    """What a user should hear of while learning runs: a layer regrown after going silent, a runaway rescued
+    (`learn.RunawayGuard`), and a gap that swings from sign to sign at every iteration (the step is too large
+    for the layer). Each once."""
 
     WINDOW = 12  # iterations looked at for a swing
 
@@ -302,6 +303,11 @@ class LearningWatch:
 
     def __call__(self, record) -> list:
         warnings = []
+        if "runaway" in record:
+            warnings.append(f"the training image's score ran away from the chains' at layer {record['runaway']} "
+                            f"({record['growth']:g} times its recent level): back to the weights of iteration "
+                            f"{record['from_iteration']}, every chain started again, the step halved to "
+                            f"{record['step_scale']:g} of the configured one")
         if "regrown" in record:
             warnings.append(f"layer {record['regrown']} went silent on the training image (no unit active) and "
                             f"is learned again from its first weights at {record['step_scale']:g} of the step")
