@@ -110,7 +110,8 @@ def test_known_positions_are_the_windows_without_an_unknown_pixel():
 def _stripes(size):
     """A (1, 3, size, size) mean-free striped texture with noise."""
     yy, xx = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
-    wave = 60 * torch.sin(xx * 0.8 + yy * 0.3) + 20 * torch.randn(size, size, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(size, size, generator=torch.Generator().manual_seed(0))
+    wave = 60 * torch.sin(xx * 0.8 + yy * 0.3) + 20 * noise
     return torch.stack([wave, 0.8 * wave, -wave]).unsqueeze(0)
 
 
@@ -313,7 +314,7 @@ def _one_line_error(result, words):
 
 
 @pytest.mark.parametrize("case", ["mask_size", "all_known", "all_unknown", "both", "neither", "hole_outside",
-                                  "channels", "too_small_canvas", "outside_canvas"])
+                                  "channels", "too_small_canvas", "outside_canvas", "outside_canvas_no_model"])
 def test_bad_completion_input_gets_one_line_and_nothing_written(tmp_path, model_path, case):
     image = texture_file(tmp_path / "tex.png", size=60)
     gray = texture_file(tmp_path / "gray.png", size=60, colour=False)
@@ -332,6 +333,8 @@ def test_bad_completion_input_gets_one_line_and_nothing_written(tmp_path, model_
         "channels": (["complete", str(gray), str(model_path), "--hole", "5,5,9,9"], "grayscale or both colour"),
         "too_small_canvas": (["expand", str(image), str(model_path), "--size", "50x80"], "smaller than the image"),
         "outside_canvas": (["expand", str(image), str(model_path), "--size", "80", "--at", "30,0"], "does not fit"),
+        # refused before a model is learned for it
+        "outside_canvas_no_model": (["expand", str(image), "--size", "80", "--at", "30,0"], "does not fit"),
     }
     args, words = cases[case]
     _one_line_error(CliRunner().invoke(main, args + common), words)

@@ -225,15 +225,20 @@ def test_the_runaway_guard_fires_on_a_climb_and_not_on_a_healthy_layer():
     guard.reset()
     early = [100.0] * 25 + [1e6]  # the first iterations of a layer swing: not judged
     assert not any(guard.ran_away(i, f) for i, f in enumerate(early, 1))
+    guard.reset()
+    creeping = [1000.0] * 60 + [1000.0 * 1.03 ** k for k in range(1, 60)]  # 1.8x per 20: no jump
+    fired = [i for i, f in enumerate(creeping, 1) if guard.ran_away(i, f)]
+    assert fired[0] == 98  # 1000 x 1.03^38, the first past three times the layer's early level
 
 
-def test_a_runaway_goes_back_to_kept_weights_with_new_chains_and_half_the_step():
-    from tritongcn.learn import MAX_REGROWTHS, LearningFailed, RunawayGuard
+def test_a_runaway_goes_back_to_kept_weights_with_new_chains_and_ends_the_layer():
+    from tritongcn.learn import RunawayGuard
 
-    learner = Learner(stripes(), LearnConfig(**{**TINY, "iterations": 60}, grow_layers=True))
+    config = LearnConfig(**{**TINY, "iterations": 60, "finish_iterations": 40}, grow_layers=True)
+    learner = Learner(stripes(), config)
     runs = learner.run()
     for _ in range(35):
-        record = next(runs)
+        next(runs)
     kept_at, kept = learner.guard.snapshots[0]
     assert kept_at == 10 and len(learner.guard.snapshots) == RunawayGuard.KEPT  # at 10, 20 and 30
     steps_before = learner.bank.steps.clone()
@@ -241,16 +246,24 @@ def test_a_runaway_goes_back_to_kept_weights_with_new_chains_and_half_the_step()
     learner.guard.recent = [1.0] * 21
     record = next(runs)
     assert record["runaway"] == 1 and record["from_iteration"] == 10 and record["grad_norm"] == 0.0
-    assert learner.step_scale[:2] == [0.5, 1.0] and record["step_scale"] == 0.5
+    assert record["iteration"] == 60 and record["skipped"] == 24  # layer 1 ends here
     for p, before in zip(learner.model.active_parameters(), kept):
         assert torch.equal(p, before)
     assert (learner.bank.steps > steps_before).all()  # every chain advanced from a new start
-    for _ in range(MAX_REGROWTHS - 1):
-        learner.guard.recent = [1.0] * 21
-        assert "runaway" in next(runs)
-    learner.guard.recent = [1.0] * 21
-    with pytest.raises(LearningFailed, match="ran away"):
+    assert learner.step_scale == [1.0] * len(learner.step_scale)
+    del learner.guard.ran_away  # the class's own judgement again
+    record = next(runs)
+    assert record["layer"] == 2 and record["iteration"] == 1 and "runaway" not in record
+    for _ in range(40):  # into layer 2, which runs away too: the last layer, so the finish follows
         next(runs)
+    learner.guard.ran_away = lambda iteration, f_obs: True
+    learner.guard.recent = [1.0] * 21
+    record = next(runs)
+    assert record["runaway"] == 2 and record["iteration"] == 60 and learner.finishing
+    learner.guard.recent = [1.0] * 21
+    record = next(runs)  # and a runaway in the finish ends the run
+    assert record["runaway"] == 2 and record["iteration"] == 100 and record["skipped"] == 39
+    assert next(runs, None) is None
 
 
 def test_chains_restart_on_a_staggered_schedule():

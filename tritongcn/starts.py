@@ -67,8 +67,8 @@ def _known_spectrum(components: torch.Tensor, weight: torch.Tensor) -> torch.Ten
     """(J, H, W) zero-phase square roots, centred at pixel (0, 0), of the power spectra of the (M, J, H, W)
     `components` (zero where `weight` is) on the H x W torus, as `spectrum_kernel` takes them from the
     periodogram of whole images, but from an autocovariance whose every lag is measured over the pairs of
-    known pixels that far apart. The periodogram of an image with a hole in it mixes the hole's edges in
-    and loses the long-range correlations; learned from chains started so, water, brick and wood ran away."""
+    known pixels that far apart. The periodogram of an image with its hole filled mixes the hole's edges
+    in and loses the long-range correlations (twice as far from the whole image's spectrum in the tests)."""
     m, j, h, w = components.shape
     size = (2 * h, 2 * w)  # zero padding: no lag wraps around
     pairs = torch.fft.irfft2(torch.fft.rfft2(weight, s=size).abs().pow(2), s=size).sum(dim=0)

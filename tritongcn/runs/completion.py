@@ -1,6 +1,7 @@
 """`tritongcn complete` and `tritongcn expand` as runs: an image's unknown pixels sampled given the rest,
 by a model given or learned first from the image's known pixels."""
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,7 @@ def expand(run: ExpandRun, report: Reporter | None = None) -> Path:
     and expand.json to the output folder, and return it."""
     from ..completion import canvas
     from ..config import stride_multiple
+    from ..model import TEXTURE_LAYERS
 
     report = report or Reporter()
     s = run.settings
@@ -105,17 +107,17 @@ def expand(run: ExpandRun, report: Reporter | None = None) -> Path:
     if width < image.shape[2] or height < image.shape[1]:
         raise RunError(f"{width}x{height} is smaller than the image ({image.shape[2]}x{image.shape[1]}"
                        f"{' after --image-size' if s.image_size else ''}): nothing to grow", option="--size")
-    model_path = _model(run.image, image, s, run.out_dir, report)
-    if run.periodic:
-        _, model = load_model(model_path)
-        stride = model.total_stride()
+    if run.periodic:  # the stride of the model given, or of the texture net learned
+        stride = load_model(s.model_path)[1].total_stride() if s.model_path else math.prod(
+            layer.stride for layer in TEXTURE_LAYERS)
         if width % stride or height % stride:
             width, height = stride_multiple(width, stride), stride_multiple(height, stride)
             report.say(f"a periodic canvas needs sides that are multiples of {stride}: expanding to {width}x{height}")
-    try:
+    try:  # checked before any learning
         board, unknown = canvas(image, height, width, run.at)
     except ValueError as err:
         raise RunError(str(err), option="--at" if run.at else "--size") from None
+    model_path = _model(run.image, image, s, run.out_dir, report)
     start = time.perf_counter()
     results, info = _fill(model_path, board, unknown, s, periodic=run.periodic, what="expanding", report=report)
     _write(run.out_dir, "expanded.png", "expansions", results)
@@ -127,8 +129,9 @@ def expand(run: ExpandRun, report: Reporter | None = None) -> Path:
     info.update(image=str(run.image), size=[width, height], periodic=run.periodic,
                 seconds=round(time.perf_counter() - start, 2))
     _save_info(info, run.out_dir / "expand.json")
-    report.say(f"expanded to {width}x{height} in {format_seconds(info['seconds'])}: {run.out_dir}/expanded.png"
-               f"{', expansions/' if len(results) > 1 else ''}, before_after.png{', tiled.png' if run.periodic else ''}")
+    extras = ((", expansions/" if len(results) > 1 else "") + ", before_after.png"
+              + (", tiled.png" if run.periodic else ""))
+    report.say(f"expanded to {width}x{height} in {format_seconds(info['seconds'])}: {run.out_dir}/expanded.png{extras}")
     return run.out_dir
 
 
@@ -170,9 +173,9 @@ def _model(image_path: Path, image, s: FillSettings, out_dir: Path, report: Repo
     if min(image.shape[1:]) > LARGE_SIDE:
         report.note(f"learning at {min(image.shape[1:])} px takes several times longer than at `learn`'s 224: "
                     "--image-size 224 works on the image resized")
-    learn(LearnRun(image_path, out_dir / "model", settings={**s.learn_settings, "image_size": min(image.shape[1:])}, quality=s.quality,
-                   device=s.device, resume=s.resume,
-                   overwrite=s.overwrite, mask=mask, hole=hole, crop=False), report)
+    settings = {**s.learn_settings, "image_size": min(image.shape[1:])}  # the whole image at its size
+    learn(LearnRun(image_path, out_dir / "model", settings=settings, quality=s.quality, device=s.device,
+                   resume=s.resume, overwrite=s.overwrite, mask=mask, hole=hole, crop=False), report)
     return learned
 
 

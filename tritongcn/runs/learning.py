@@ -107,7 +107,7 @@ def learn(run: LearnRun, report: Reporter | None = None) -> Path:
     if world.is_main and saved is None:
         report.say(f"learning {learner.model.in_channels}-channel {config.image_size} px "
                    f"{'images' if len(images) > 1 else 'texture'}: {settings_line(learner.config)}")
-    watch = LearningWatch()
+    watch = LearningWatch(learner.config.iterations)
     with metrics_file, stop_requests() as stop, \
             Progress(learner.total_iterations, f"learning ({learner.config.precision})", file=quiet,
                      costs=learner.iteration_costs()) as bar:
@@ -118,6 +118,7 @@ def learn(run: LearnRun, report: Reporter | None = None) -> Path:
             metrics_file.flush()
             recon = f" recon {record['reconstruction_error']:.3f}" if "reconstruction_error" in record else ""
             bar.update(1, f"{_where(learner.config, record)} gap {record['gap']:+.3g}{recon}")
+            bar.skip(record.get("skipped", 0))  # a runaway ended the layer early
             if world.is_main:
                 for warning in watch(record):
                     report.warn(f"\nwarning: {warning}")
@@ -298,16 +299,17 @@ class LearningWatch:
 
     WINDOW = 12  # iterations looked at for a swing
 
-    def __init__(self):
+    def __init__(self, iterations: int):
+        self.iterations = iterations  # per layer: past them, the finish
         self.gaps, self.warned = [], set()
 
     def __call__(self, record) -> list:
         warnings = []
         if "runaway" in record:
-            warnings.append(f"the training image's score ran away from the chains' at layer {record['runaway']} "
-                            f"({record['growth']:g} times its recent level): back to the weights of iteration "
-                            f"{record['from_iteration']}, every chain started again, the step halved to "
-                            f"{record['step_scale']:g} of the configured one")
+            what = "the finish" if record["iteration"] > self.iterations else f"layer {record['runaway']}"
+            warnings.append(f"the training image's score ran away from the chains' in {what} ({record['growth']:g} "
+                            f"times its recent level): back to the weights of its iteration "
+                            f"{record['from_iteration']}, which end it ({record['skipped']} iterations skipped)")
         if "regrown" in record:
             warnings.append(f"layer {record['regrown']} went silent on the training image (no unit active) and "
                             f"is learned again from its first weights at {record['step_scale']:g} of the step")

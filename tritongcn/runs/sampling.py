@@ -237,6 +237,7 @@ def _write_stats(bank, out_dir, world, chains, elapsed, steps, fmt, animated, re
                    "processes": world.size, "summary": summary, "per_chain": merged}
     save_json(report_data, out_dir / "stats.json")
     rate = f", {report_data['chain_steps_per_s']:.0f} chain-steps/s" if report_data["chain_steps_per_s"] else ""
-    report.say(f"{chains} sample{'s' if chains != 1 else ''} in {out_dir} ({'samples/' if fmt == 'png' else 'samples.npz'}, grid.png"
+    files = "samples/" if fmt == "png" else "samples.npz"
+    report.say(f"{chains} sample{'s' if chains != 1 else ''} in {out_dir} ({files}, grid.png"
                f"{', evolution.gif' if animated else ''}, stats.json){rate}; energy mean "
                f"{summary['energy']['mean']:.4g}, active units {summary['active']['mean']:.1%}")
