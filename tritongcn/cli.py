@@ -26,16 +26,20 @@ def precision_option(what: str = "Precision of the sampler's convolutions (the c
                         help=what + AUTO_PRECISION)
 
 
+def _split_integers(value: str, separator: str) -> tuple:
+    """The integers of `value` joined by `separator` ('10,20' or '640x480'); () if any part is not one."""
+    try:
+        return tuple(int(p) for p in value.lower().split(separator))
+    except ValueError:
+        return ()
+
+
 def _integers(count: int, separator: str, what: str):
     """An option callback that reads `count` non-negative integers joined by `separator`, like 10,20,64,48."""
     def parse(ctx, param, value):
         if value is None:
             return None
-        parts = value.lower().split(separator)
-        try:
-            numbers = tuple(int(p) for p in parts)
-        except ValueError:
-            numbers = ()
+        numbers = _split_integers(value, separator)
         if len(numbers) != count or min(numbers) < 0:
             raise click.BadParameter(f"{value!r} is not {what}")
         return numbers
@@ -44,11 +48,7 @@ def _integers(count: int, separator: str, what: str):
 
 def _canvas_size(ctx, param, value):
     """'448' (a square) or '640x480'."""
-    parts = value.lower().split("x")
-    try:
-        numbers = tuple(int(p) for p in parts)
-    except ValueError:
-        numbers = ()
+    numbers = _split_integers(value, "x")
     if len(numbers) not in (1, 2) or min(numbers) < 1 or max(numbers) > 16384:
         raise click.BadParameter(f"{value!r} is not W or WxH in pixels, like 448 or 640x480")
     return numbers * 2 if len(numbers) == 1 else numbers

@@ -18,6 +18,7 @@ updates at the final rate in which every chain is a new sample, drawn exactly as
 them, so the last thing the model learns is where its own new chains go.
 """
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -103,16 +104,21 @@ class RunawayGuard:
     def _median(values) -> float:
         return sorted(values)[len(values) // 2] if values else 0.0
 
-    def ran_away(self, iteration: int, f_obs: float) -> bool:
-        """Whether the data's score at this iteration of the layer has run away from its level."""
+    def ran_away(self, iteration: int, f_obs: float) -> float:
+        """How many times the level it left the data's score has climbed to, if it ran away at this
+        iteration of the layer; 0.0 if it did not."""
         window = self.recent[-self.WINDOW:]
         level, early = self._median(window), self._median(self.early)
         self.recent = window + [f_obs]
         if self.SETTLE < iteration <= self.SETTLE + self.WINDOW:
             self.early.append(f_obs)
-        jump = len(window) == self.WINDOW and level > 0 and f_obs > self.GROWTH * level
-        climb = len(self.early) == self.WINDOW and early > 0 and f_obs > self.LAYER_GROWTH * early
-        return iteration > self.SETTLE and (jump or climb)
+        if iteration <= self.SETTLE:
+            return 0.0
+        if len(window) == self.WINDOW and level > 0 and f_obs > self.GROWTH * level:
+            return f_obs / level
+        if len(self.early) == self.WINDOW and early > 0 and f_obs > self.LAYER_GROWTH * early:
+            return f_obs / early
+        return 0.0
 
     def keep(self, iteration: int, params) -> None:
         """Keep the weights every EVERY iterations (the KEPT latest)."""
@@ -278,11 +284,8 @@ class Learner:
                              "contrastive divergence, the object model or zero padding")
         self.known = known.to(self.device, torch.bool)
         self.observed = torch.where(self.known, self.observed, torch.zeros((), device=self.device))
-        depth, self.model.depth = self.model.depth, self.config.layers
-        try:
+        with self._at_full_depth():
             usable, needed = int(self.model.known_positions(self.known)[-1].sum()), fewest_known_positions(self.model)
-        finally:
-            self.model.depth = depth
         if usable < needed:
             field = self.model.receptive_field(self.config.layers)
             raise ValueError(f"the unknown pixels leave {usable} windows of {field} px that are wholly known, "
@@ -348,18 +351,23 @@ class Learner:
         """The chains as images in [0, 255] on the CPU, (N, C, H, W)."""
         return (self.chains.detach().cpu() + self.mean.view(1, -1, 1, 1)).clamp(0, 255)
 
+    @contextlib.contextmanager
+    def _at_full_depth(self):
+        """The model at the run's last depth for a while: what is checked at the start must hold at the end."""
+        depth, self.model.depth = self.model.depth, self.config.layers
+        try:
+            yield
+        finally:
+            self.model.depth = depth
+
     def _check_geometry(self) -> None:
         """Fail now, not when the last layer is switched on, if an image is too small or ill-sized."""
-        depth = self.model.depth
-        self.model.depth = self.config.layers
-        try:
+        with self._at_full_depth():
             self.model.check_size(self.observed.shape, self.data_boundary)
             c = self.config
             if not c.cd_steps and self.model.top == "sum":
                 for side in (c.chain_size, c.sample_size):
                     self.model.check_size((c.chains, self.observed.shape[1], side, side), self.chain_boundary)
-        finally:
-            self.model.depth = depth
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -481,8 +489,9 @@ class Learner:
         if not (torch.isfinite(f_obs) and torch.isfinite(f_syn)):
             raise FloatingPointError(f"learning diverged {where}: the scores are no longer finite; lower --lr "
                                      f"(now {c.lr:g}) or --step-size (now {c.step_size:g})")
-        if self.guard.ran_away(self.iteration + 1, f_obs.item()):
-            record.update(self._rescue_runaway(f_obs.item()))
+        growth = self.guard.ran_away(self.iteration + 1, f_obs.item())
+        if growth:
+            record.update(self._rescue_runaway(growth))
             return self._record(f_obs, f_syn, 0.0, active_obs, active_syn, record, start)
         self.guard.keep(self.iteration + 1, params)
         grad_norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in params)).item()
@@ -571,23 +580,21 @@ class Learner:
         self.step_scale[index] *= 0.5
 
     @torch.no_grad()
-    def _rescue_runaway(self, f_obs: float) -> dict:
+    def _rescue_runaway(self, growth: float) -> dict:
         """Go back to the oldest weights the guard kept (from before the climb), start every chain again
         from the start (they followed the weights away), and end the layer there: the next layer, or for
         the last one the finish, follows (a runaway in the finish ends the run). Halving the step and
         learning on did not help: water, brick and wood learned around a hole ran away again within 30 to 60
-        iterations each time. Describes it for the record, with the iterations skipped."""
+        iterations each time. Describes it for the record (`growth`: the guard's), with the iterations skipped."""
         back_to, weights = self.guard.snapshots[0] if self.guard.snapshots else (0, self.layer_start)
         for p, before in zip(self.model.active_parameters(), weights):
             p.copy_(before)
         self.bank.restart(range(len(self.bank)))
-        window = self.guard.recent[:-1]
-        level = sorted(window)[len(window) // 2]
         self.guard.reset()
         end = self.config.iterations + (self.finish_iterations(self.config) if self.finishing else 0)
         skipped = end - (self.iteration + 1)
         self.iteration = end - 1  # _record counts this iteration
-        return {"runaway": self.layer, "from_iteration": back_to, "growth": round(f_obs / level, 2),
+        return {"runaway": self.layer, "from_iteration": back_to, "growth": round(growth, 2),
                 "skipped": skipped}
 
     def run(self):
