@@ -34,7 +34,8 @@ import torch
 import tritongcn
 from tritongcn.completion import complete
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
-from tritongcn.io import contact_sheet, load_image, preprocess, save_png
+from tritongcn.figures import contact_sheet
+from tritongcn.images import load_image, preprocess, save_png
 from tritongcn.runs import LearnRun, Reporter, learn
 from tritongcn.runs.common import load_model
 from tritongcn.config import LearnConfig

@@ -20,7 +20,8 @@ import torch
 
 import tritongcn
 from tritongcn import GenerativeConvNet, langevin
-from tritongcn.model import TEXTURE_LAYERS, resolve_precision
+from tritongcn.geometry import TEXTURE_LAYERS
+from tritongcn.precision import resolve_precision
 from tritongcn.profile import autograd_langevin, median_seconds
 
 

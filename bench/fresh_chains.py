@@ -23,7 +23,8 @@ import tritongcn
 from tritongcn.chains import ChainBank, sampler_bank
 from tritongcn.config import LearnConfig
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
-from tritongcn.io import load_checkpoint, load_image, preprocess
+from tritongcn.checkpoints import load_checkpoint
+from tritongcn.images import load_image, preprocess
 from tritongcn.model import GenerativeConvNet
 
 from bench_langevin import cpu_name

@@ -38,7 +38,7 @@ from tritongcn import LayerSpec
 from tritongcn.kernels import conv_relu_mask, langevin_update, masked_conv_transpose, pack_mask, unpack_mask
 from tritongcn.kernels.launch import activation_format
 from tritongcn.kernels.torus import torus_padding, wrap_pad
-from tritongcn.model import TEXTURE_LAYERS
+from tritongcn.geometry import TEXTURE_LAYERS
 from tritongcn.profile import autograd_langevin
 
 from bench_langevin import bench_model

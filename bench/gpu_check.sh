@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check (bench/gpu_check.py): correctness of every Triton kernel, whole Langevin steps
+# The prepared GPU check: the tests' cuda tier, then bench/gpu_check.py: correctness of every Triton kernel, whole Langevin steps
 # against the autograd loop on cuDNN, a 4096-chain sample and the profile table, written to $OUT (or
 # bench/gpu_out). Uses the machine's own torch and triton: no install, no network.
 #
@@ -16,6 +16,9 @@ cat "$OUT/nvidia-smi.txt"
 # Triton's compiled kernels from an earlier run, when one was brought along (.gpu_cache/triton.tgz): only
 # kernels whose source changed since are compiled again.
 if [ -f .gpu_cache/triton.tgz ]; then mkdir -p ~/.triton && tar xzf .gpu_cache/triton.tgz -C ~/.triton; fi
+# The test suite's GPU tier first (tests/test_cuda.py): the compiled kernels against float64 references,
+# chains that repeat with the seed and ignore the chunk size, the in-kernel noise's statistics.
+TRITON_INTERPRET=0 python3 -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest_cuda.log"
 # GPU_CHECK_SECONDS stops the check after that long, still saving what it found (0: no limit).
 timeout "${GPU_CHECK_SECONDS:-0}" python3 bench/gpu_check.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
 status=${PIPESTATUS[0]}

@@ -22,7 +22,7 @@ import torch
 
 import tritongcn
 from tritongcn.config import RELEASE, LearnConfig, image_sample_size
-from tritongcn.io import load_image, preprocess
+from tritongcn.images import load_image, preprocess
 from tritongcn.learn import Learner, per_position_score
 from tritongcn.profile import median_seconds
 

@@ -11,7 +11,7 @@ import argparse
 
 import torch
 
-from tritongcn.io import image_paths, load_image, preprocess
+from tritongcn.images import image_paths, load_image, preprocess
 
 
 def stride_power_share(images: torch.Tensor, stride: int) -> float:

@@ -21,7 +21,8 @@ import torch
 import tritongcn
 from tritongcn.config import LearnConfig
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
-from tritongcn.io import contact_sheet, load_image, preprocess, save_png
+from tritongcn.figures import contact_sheet
+from tritongcn.images import load_image, preprocess, save_png
 
 from bench_langevin import cpu_name
 
@@ -77,7 +78,7 @@ def main():
             save_png(contact_sheet(images), args.images / f"{tag}_{what}.png")
         torch.save({k: v.round().to(torch.uint8) for k, v in sets.items()}, args.images / f"{tag}.pt")
         (args.images / f"{tag}.metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-        from tritongcn.io import save_checkpoint
+        from tritongcn.checkpoints import save_checkpoint
         save_checkpoint(learner.state_dict(), args.images / f"{tag}.model.pt")
     record = {"bench": "tune_recipe", "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "texture": Path(args.texture).name, "settings": overrides, "threads": args.threads,

@@ -30,6 +30,24 @@ CONV_CASES = [
 ]
 
 
+# The size of one rounding in each dtype the tests compare in, and what tolerances grow from.
+RESOLUTION = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 8e-3}
+
+
+def tolerance(dtype, reduce_dim=1, scale=1.0):
+    """The absolute error of a sum of `reduce_dim` products of size `scale` in `dtype` (see assert_close)."""
+    return 2 * RESOLUTION[dtype] * float(scale) * reduce_dim ** 0.5
+
+
+def assert_close(actual, expected, reduce_dim=1, scale=1.0):
+    """`actual` as close to `expected` (a float64 reference, or another backend's answer) as arithmetic in
+    `actual`'s dtype allows, after FlagGems' `gems_assert_close`: each output sums `reduce_dim` products of
+    numbers of size `scale`, and their roundings add up like a random walk, so the absolute tolerance grows
+    as sqrt(reduce_dim). The one rule for every kernel and gradient comparison in the suite."""
+    torch.testing.assert_close(actual.to(expected.dtype), expected, rtol=RESOLUTION[actual.dtype],
+                               atol=tolerance(actual.dtype, reduce_dim, scale))
+
+
 def texture_file(path, size=48, colour=True):
     """A striped texture with noise written to `path`, so that no test reads files it did not write."""
     rng = np.random.default_rng(0)
@@ -62,9 +80,31 @@ def saved_chains(out, name="chains.pt"):
     return torch.load(out / name, weights_only=True)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The `cuda` tier runs only on a CUDA GPU with the Triton kernels compiled, not interpreted."""
+    from tritongcn.kernels.launch import interpreting
+
+    if torch.cuda.is_available() and not interpreting():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU and TRITON_INTERPRET=0 (bench/gpu_check.sh runs this tier)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _auto_precision_as_on_a_bfloat16_cpu(monkeypatch):
+    """Precision "auto" resolves as on a CPU with native bfloat16 (AMX or AVX512-BF16), whichever CPU runs
+    the suite, so that no result depends on the host: a test that means a precision names it, and the
+    tests of "auto" itself patch this again."""
+    import tritongcn.precision
+
+    monkeypatch.setattr(tritongcn.precision, "cpu_has_native_bfloat16", lambda: True)
 
 
 @pytest.fixture(scope="session")

@@ -93,10 +93,12 @@ def test_image_smaller_than_receptive_field(tmp_path):
     assert result.exit_code == 0, result.output
 
 
-def test_an_earlier_run_is_not_overwritten_unless_asked(tmp_path):
-    image = texture_file(tmp_path / "tex.png")
+def test_an_earlier_run_is_not_overwritten_unless_asked(model_path, tmp_path):
+    import shutil
+
+    image = model_path.parent.parent / "tex.png"  # a copy of the session's TINY learn run, to overwrite
     out = tmp_path / "run"
-    assert CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY]).exit_code == 0
+    shutil.copytree(model_path.parent, out)
     before = (out / "model.pt").read_bytes()
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--seed", "1"])
     assert result.exit_code == 1 and "--overwrite" in result.output
@@ -111,7 +113,7 @@ def test_periodic_sample_size_must_fit_the_stride(tmp_path):
     out = tmp_path / "run"
     args = ["learn", str(image), "--out", str(out), *TINY, "--sample-size", "40"]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2 and "multiple of" in result.output and "(try 42)" in result.output
+    assert result.exit_code == 2 and "multiples of 3, got 40x40" in result.output and "(try 42)" in result.output
     assert not out.exists()
     result = CliRunner().invoke(main, args + ["--zero-padding"])  # the release geometry takes any size
     assert result.exit_code == 0, result.output
@@ -183,13 +185,11 @@ def test_divergence_stops_with_a_one_line_message(tmp_path):
     assert not (out / "model.pt").exists()
 
 
-def test_the_model_file_loads_and_foreign_files_are_refused(tmp_path):
-    from tritongcn.io import InputError, load_checkpoint
+def test_the_model_file_loads_and_foreign_files_are_refused(model_path, tmp_path):
+    from tritongcn.checkpoints import load_checkpoint
+    from tritongcn.io import InputError
 
-    image = texture_file(tmp_path / "tex.png")
-    out = tmp_path / "run"
-    assert CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY]).exit_code == 0
-    state = load_checkpoint(out / "model.pt")
+    state = load_checkpoint(model_path)  # the session's TINY learn run
     assert state["format"] == "tritongcn.model" and state["layer"] == 3
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")

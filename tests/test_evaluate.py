@@ -85,3 +85,13 @@ def test_eval_refuses_mismatched_inputs(tmp_path):
     assert result.exit_code == 1 and "grayscale" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["eval", str(tmp_path / "tex.png"), str(tmp_path / "nothing.png")])
     assert result.exit_code == 1 and "no such file" in result.output
+
+
+def test_a_result_without_ps_z_says_why(monkeypatch):
+    import tritongcn.evaluate as evaluate_module
+
+    tex = texture_file(96, 0)
+    monkeypatch.setattr(evaluate_module, "portilla_simoncelli_available", lambda: False)
+    result = evaluate(tex, texture_file(96, 1).unsqueeze(0), crop=32, crops=4)
+    assert "plenoptic" in result["ps_z"] and "tritongcn[eval]" in result["ps_z"]
+    assert "ps_z" not in result["samples"] and result["samples"]["patch_swd"] > 0

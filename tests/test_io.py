@@ -3,7 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tritongcn.io import InputError, draw_learning_curve, load_image, make_grid, preprocess
+from tritongcn.figures import draw_learning_curve, make_grid
+from tritongcn.images import load_image, preprocess
+from tritongcn.io import InputError
 
 
 @pytest.mark.parametrize("mode,channels", [("L", 1), ("RGB", 3), ("RGBA", 3), ("P", 3), ("CMYK", 3),
@@ -58,7 +60,7 @@ def test_grid_and_learning_curve(tmp_path):
 
 
 def test_filter_sheet_shows_each_filter_at_full_contrast_around_grey():
-    from tritongcn.io import filter_sheet
+    from tritongcn.figures import filter_sheet
     weight = torch.zeros(4, 3, 5, 5)
     weight[0, 0, 2, 2] = 1e-3  # a tiny filter still reaches white
     weight[1, 1, 0, 0] = -7.0  # and a large negative one black

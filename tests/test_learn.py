@@ -113,7 +113,7 @@ def test_learning_rate_decays_by_cosine_within_each_grown_layer():
 
 
 def test_the_learner_records_the_precision_it_runs_in():
-    from tritongcn.model import resolve_precision
+    from tritongcn.precision import resolve_precision
     learner = Learner(stripes(), LearnConfig(**TINY))  # precision "auto"
     assert learner.config.precision == resolve_precision("auto", "cpu") == learner.bank.precision
     assert learner.state_dict()["config"]["precision"] in ("float32", "bfloat16")

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from conftest import assert_close
 from tritongcn import GenerativeConvNet, LayerSpec
 
 NETS = [
@@ -33,7 +34,7 @@ def test_grad_input_equals_autograd(layers, channels, h, w, boundary):
     ours = net.grad_input(x.detach(), boundary=boundary)
     assert ours.shape == x.shape
     assert expected.abs().max() > 0  # a live net: the comparison is not 0 == 0
-    torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-9)
+    assert_close(ours, expected, scale=expected.abs().max())
 
 
 def test_grad_input_in_float32_and_at_every_depth():
@@ -45,7 +46,7 @@ def test_grad_input_in_float32_and_at_every_depth():
         (expected,) = torch.autograd.grad(net.score(xr).sum(), xr)
         scale = expected.abs().max().item()
         assert scale > 0  # a live net
-        torch.testing.assert_close(net.grad_input(x), expected, rtol=1e-4, atol=1e-5 * scale)
+        assert_close(net.grad_input(x), expected, scale=scale)
 
 
 def test_texture_net_is_the_papers():
@@ -138,7 +139,7 @@ def test_bfloat16_input_gradient_is_close_to_float32():
 
 def test_auto_precision_is_bfloat16_for_the_triton_kernels_on_a_gpu(monkeypatch):
     import tritongcn.kernels as kernels
-    from tritongcn.model import resolve_precision
+    from tritongcn.precision import resolve_precision
     monkeypatch.setattr(kernels, "triton_available", lambda: True)
     assert resolve_precision("auto", "cuda", "auto") == "bfloat16"
     assert resolve_precision("auto", "cuda", "torch") == "float32"  # cuDNN's float32 (TF32) path
@@ -147,9 +148,9 @@ def test_auto_precision_is_bfloat16_for_the_triton_kernels_on_a_gpu(monkeypatch)
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bfloat16_only_for_the_torch_kernels_on_a_cpu_with_native_bfloat16(monkeypatch, native):
-    import tritongcn.model as model_module
-    monkeypatch.setattr(model_module, "cpu_has_native_bfloat16", lambda: native)
-    resolve = model_module.resolve_precision
+    import tritongcn.precision as precision_module
+    monkeypatch.setattr(precision_module, "cpu_has_native_bfloat16", lambda: native)
+    resolve = precision_module.resolve_precision
     assert resolve("auto", "cpu", "torch") == ("bfloat16" if native else "float32")
     assert resolve("auto", "cpu", "triton") == "float32"  # the interpreter (conftest) has no bfloat16
     assert resolve("float32", "cpu") == "float32" and resolve("bfloat16", "cpu") == "bfloat16"
@@ -164,8 +165,7 @@ def test_auto_precision_is_bfloat16_only_for_the_torch_kernels_on_a_cpu_with_nat
     with pytest.raises(ValueError, match="resolve 'auto' once"):
         net.grad_input(x, precision="auto")
     from tritongcn import langevin
-    torch.testing.assert_close(langevin(net, x, 2, 0.3, 1.0), langevin(net, x, 2, 0.3, 1.0, precision=resolved),
-                               rtol=0, atol=0)
+    assert torch.equal(langevin(net, x, 2, 0.3, 1.0), langevin(net, x, 2, 0.3, 1.0, precision=resolved))
 
 
 @pytest.mark.parametrize("boundary", ["zero", "valid"])
@@ -224,3 +224,18 @@ def test_sigma_is_part_of_the_net_and_of_its_description():
     assert GenerativeConvNet.from_config(older, sigma=3.0).sigma == 3.0
     with pytest.raises(ValueError, match="sigma"):
         GenerativeConvNet.texture(3, sigma=0.0)
+
+
+def test_one_rule_decides_the_sides_a_net_scores():
+    from tritongcn.geometry import TEXTURE_LAYERS, receptive_field, size_problem, total_stride
+
+    assert (receptive_field(TEXTURE_LAYERS), total_stride(TEXTURE_LAYERS)) == (33, 3)
+    assert size_problem(42, 45, TEXTURE_LAYERS, "periodic") is None
+    assert "multiples of 3, got 40x42" in size_problem(40, 42, TEXTURE_LAYERS, "periodic")
+    assert "receptive field 33 px" in size_problem(32, 40, TEXTURE_LAYERS, "valid")
+    assert size_problem(5, 5, TEXTURE_LAYERS, "zero") is None  # zero padding takes any size
+    net = GenerativeConvNet.texture(3)
+    with pytest.raises(ValueError, match="multiples of 3, got 40x42"):
+        net.check_size((1, 3, 40, 42), "periodic")
+    with pytest.raises(ValueError, match="boundary must be one of"):
+        size_problem(40, 40, TEXTURE_LAYERS, "mirror")

@@ -34,16 +34,20 @@ def test_profile_command_prints_the_table_and_writes_a_trace(tmp_path):
                                        "--trace", str(trace)])
     assert result.exit_code == 0, result.output
     for site in ("conv_relu_mask L1", "masked_conv_transpose L3", "langevin_update", "autograd loop",
-                 "held per chain"):
+                 "held per chain", "medians of 3 alternating rounds"):
         assert site in result.output
+    assert "periodic boundary" in result.output  # as `learn` makes texture nets
     assert json.loads(trace.read_text())["traceEvents"]
 
 
-def test_profile_command_reads_a_learned_model(model_path):
-    result = CliRunner().invoke(main, ["profile", str(model_path), "--chains", "1", "--size", "36", "--steps",
-                                       "1", "--boundary", "periodic", "--no-compare"])
+def test_profile_command_reads_a_learned_model_and_its_boundary(model_path, tmp_path):
+    args = ["profile", str(model_path), "--chains", "1", "--size", "36", "--steps", "1", "--no-compare"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "autograd loop" not in result.output and str(model_path) in result.output
+    assert "periodic boundary" in result.output  # the model was learned on the torus
+    result = CliRunner().invoke(main, args + ["--boundary", "zero"])
+    assert result.exit_code == 0 and "zero boundary" in result.output
 
 
 def test_profile_refuses_bfloat16_on_the_triton_interpreter_in_one_line():

@@ -16,7 +16,8 @@ def test_reconstruct_writes_each_image_beside_its_reconstruction_and_mode(model_
     report = json.loads((out / "reconstruct.json").read_text())
     assert [e["file"] for e in report["images"]] == [str(p) for p in images]
     for entry in report["images"]:
-        assert 0 < entry["reconstruction_error"] < 10 and entry["mode_residual"] >= 0
+        # The descent ends nearer a mode (an image that reconstructs itself) than the image started.
+        assert entry["mode_residual"] < entry["reconstruction_error"] < 10
         with Image.open(out / entry["output"]) as im:  # image | reconstruction | mode, side by side
             assert im.width > 3 * im.height - 20
     assert "reconstruction error" in result.output
@@ -48,7 +49,7 @@ def test_reconstruct_uses_the_layers_the_model_learned(tmp_path):
     import torch
     from tritongcn import GenerativeConvNet
     from tritongcn.autoencoder import reconstruct, reconstruction_error
-    from tritongcn.io import load_image, preprocess
+    from tritongcn.images import load_image, preprocess
     state = torch.load(run / "model.pt", weights_only=True)
     net = GenerativeConvNet.from_config(state["model_config"])
     net.load_state_dict(state["model"])

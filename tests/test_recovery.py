@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from conftest import TINY, texture_file
 from tritongcn import __version__
 from tritongcn.cli import main
-from tritongcn.io import InputError, load_checkpoint, save_checkpoint
+from tritongcn.checkpoints import load_checkpoint, save_checkpoint
+from tritongcn.io import InputError
 
 # Two layers, so that a resume can land inside the second one.
 RUN = [*TINY, "--layers", "2", "--iterations", "4"]
@@ -86,11 +87,11 @@ def test_resume_needs_a_checkpoint_and_the_same_images(tmp_path, monkeypatch):
 
 
 def test_checkpoints_are_written_every_n_iterations(tmp_path, monkeypatch):
-    import tritongcn.io
+    import tritongcn.checkpoints
 
     written = []
-    save = tritongcn.io.save_checkpoint
-    monkeypatch.setattr(tritongcn.io, "save_checkpoint",
+    save = tritongcn.checkpoints.save_checkpoint
+    monkeypatch.setattr(tritongcn.checkpoints, "save_checkpoint",
                         lambda state, path: (written.append((Path(path).name, state["layer"], state["iteration"])),
                                              save(state, path)))
     image = texture_file(tmp_path / "tex.png")

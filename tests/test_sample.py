@@ -42,10 +42,18 @@ def test_resume_continues_exactly(model_path, tmp_path):
     assert saved_chains(split)["precision"] == ran_in
 
 
-def test_save_every_leaves_chains_to_resume_from(model_path, tmp_path):
-    out = tmp_path / "s"
-    assert run_sample(model_path, out, "--chains", "2", "--steps", "5", "--save-every", "2").exit_code == 0
-    assert saved_chains(out)["steps"].tolist() == [5, 5]
+def test_save_every_saves_the_chains_during_the_run(model_path, tmp_path, monkeypatch):
+    import tritongcn.runs.sampling as sampling
+
+    saved_at, save = [], sampling._save_bank
+    monkeypatch.setattr(sampling, "_save_bank", lambda bank, path: (saved_at.append(bank.steps.tolist()),
+                                                                      save(bank, path)))
+    assert run_sample(model_path, tmp_path / "s", "--chains", "2", "--steps", "5", "--save-every", "2").exit_code == 0
+    assert saved_at == [[2, 2], [4, 4], [5, 5]]  # every 2 steps, then at the end
+    assert saved_chains(tmp_path / "s")["steps"].tolist() == [5, 5]
+    saved_at.clear()
+    assert run_sample(model_path, tmp_path / "t", "--chains", "2", "--steps", "5").exit_code == 0
+    assert saved_at == [[5, 5]]
 
 
 def test_seed_decides_the_samples(model_path, tmp_path):
@@ -63,6 +71,10 @@ def test_npz_format_and_memory_budget(model_path, tmp_path):
     assert result.exit_code == 0, result.output
     data = np.load(out / "samples.npz")
     assert data["samples"].shape == (4, 36, 36, 3) and data["samples"].dtype == np.uint8
+    # The budget sets the chunk of chains advanced at once; without one, the 4 chains go together.
+    assert json.loads((out / "stats.json").read_text())["chunk_size"] < 4
+    assert run_sample(model_path, tmp_path / "t", "--chains", "4", "--steps", "1").exit_code == 0
+    assert json.loads((tmp_path / "t" / "stats.json").read_text())["chunk_size"] == 4
 
 
 def test_bad_sample_requests_are_refused(model_path, tmp_path):
@@ -115,7 +127,7 @@ def test_sample_keeps_out_of_a_learn_folder_and_does_not_mix_with_earlier_sample
 
 
 def test_sampling_a_checkpoint_of_a_run_still_learning_says_so(model_path, tmp_path):
-    from tritongcn.io import load_checkpoint, save_checkpoint
+    from tritongcn.checkpoints import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(model_path)
     save_checkpoint({**state, "iteration": 1}, tmp_path / "checkpoint.pt")

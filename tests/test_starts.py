@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tritongcn.chains import ChainBank
-from tritongcn.model import GenerativeConvNet, LayerSpec
+from tritongcn import GenerativeConvNet, LayerSpec
 from tritongcn.starts import spectrum_kernel, spectrum_noise, start_chains
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
-from conftest import CONV_CASES  # noqa: E402
+from conftest import CONV_CASES, assert_close, tolerance  # noqa: E402
 
 from tritongcn import GenerativeConvNet, LayerSpec, langevin  # noqa: E402
 from tritongcn.kernels import (conv_relu_mask, langevin_update, masked_conv_transpose,  # noqa: E402
@@ -18,18 +18,13 @@ from tritongcn.kernels.torus import torus_padding, wrap_pad  # noqa: E402
 TRITON = "triton"
 
 
-def _tolerance(terms):
-    # fp32 accumulation of `terms` products of unit-variance numbers.
-    return 2e-5 * terms ** 0.5
-
-
 @pytest.mark.parametrize("n,c,h,w,k,ks,stride,pad", CONV_CASES)
 def test_conv_relu_mask_matches_float64_reference(n, c, h, w, k, ks, stride, pad):
     x, wt, b = torch.randn(n, c, h, w), torch.randn(k, c, ks, ks), torch.randn(k)
     y, mask = conv_relu_mask(x, wt, b, stride, pad, backend=TRITON)
     pre = F.conv2d(x.double(), wt.double(), b.double(), stride=stride, padding=pad)
-    tol = _tolerance(c * ks * ks)
-    torch.testing.assert_close(y.double(), pre.clamp_min(0), atol=tol, rtol=1e-5)
+    tol = tolerance(y.dtype, c * ks * ks)
+    assert_close(y, pre.clamp_min(0), reduce_dim=c * ks * ks)
     bits = unpack_mask(mask, pre.shape)  # also checks the mask's dtype and shape
     clear = pre.abs() > tol  # away from ties the bits are exact
     assert torch.equal(bits[clear], (pre > 0)[clear])
@@ -43,7 +38,7 @@ def test_conv_relu_mask_without_output_and_without_bias(k):
     y, mask = conv_relu_mask(x, wt, None, 1, 1, need_output=False, backend=TRITON)
     assert y is None
     pre = F.conv2d(x.double(), wt.double(), padding=1)
-    clear = pre.abs() > _tolerance(27)
+    clear = pre.abs() > tolerance(torch.float32, 27)
     assert torch.equal(unpack_mask(mask, pre.shape)[clear], (pre > 0)[clear])
 
 
@@ -65,13 +60,12 @@ def test_masked_conv_transpose_matches_autograd_in_float64(n, c, h, w, k, ks, st
     pre = F.conv2d(x64, wt.double(), b.double(), stride=stride, padding=pad)
     gate = unpack_mask(mask, pre.shape).double()  # the bits the kernel reads (ties included)
     g = torch.randn(pre.shape)
-    tol = _tolerance(k * ks * ks)
     for upstream in (g, None):
         ours = masked_conv_transpose(upstream, mask, wt, stride, pad, input_shape=x.shape, backend=TRITON)
         weight = gate if upstream is None else gate * upstream.double()
         (expected,) = torch.autograd.grad((weight * pre).sum(), x64, retain_graph=True)
         assert ours.shape == x.shape and ours.dtype == torch.float32
-        torch.testing.assert_close(ours.double(), expected, atol=tol, rtol=1e-5)
+        assert_close(ours, expected, reduce_dim=k * ks * ks)
 
 
 def test_masked_conv_transpose_propagates_nan():
@@ -97,15 +91,15 @@ def test_periodic_layers_match_float64_circular_padding(n, c, h, w, k, ks, strid
     pre = F.conv2d(wrap_pad(x64, before, after), wt.double(), b.double(), stride=stride)
     assert pre.shape[2:] == (h // stride, w // stride)
     y, mask = conv_relu_mask(x, wt, b, stride, periodic=True, backend=backend)
-    tol = _tolerance(c * ks * ks)
-    torch.testing.assert_close(y.double(), pre.detach().clamp_min(0), atol=tol, rtol=1e-5)
+    tol = tolerance(y.dtype, c * ks * ks)
+    assert_close(y, pre.detach().clamp_min(0), reduce_dim=c * ks * ks)
     bits = unpack_mask(mask, pre.shape)
     clear = pre.detach().abs() > tol
     assert torch.equal(bits[clear], (pre > 0)[clear])
     g = torch.randn(pre.shape)
     ours = masked_conv_transpose(g, mask, wt, stride, input_shape=x.shape, periodic=True, backend=backend)
     (expected,) = torch.autograd.grad((bits.double() * g.double() * pre).sum(), x64)
-    torch.testing.assert_close(ours.double(), expected, atol=_tolerance(k * ks * ks), rtol=1e-5)
+    assert_close(ours, expected, reduce_dim=k * ks * ks)
 
 
 def test_periodic_layers_refuse_sides_off_the_stride_and_kernels_that_wrap_twice():
@@ -121,7 +115,7 @@ def test_langevin_update_is_the_formula_with_the_kernels_noise():
     new = langevin_update(x, grad, eps, sigma, seed=7, offset=11, backend=TRITON)
     z = randn_triton(x.shape, seed=7, offset=11, device="cpu")
     expected = x.double() - eps**2 / 2 * (x.double() / sigma**2 - grad.double()) + eps * z.double()
-    torch.testing.assert_close(new.double(), expected, atol=1e-6, rtol=1e-6)
+    assert_close(new, expected, reduce_dim=3, scale=x.abs().max())
     assert torch.equal(new, langevin_update(x, grad, eps, sigma, seed=7, offset=11, backend=TRITON))
     assert not torch.equal(new, langevin_update(x, grad, eps, sigma, seed=8, offset=11, backend=TRITON))
     assert not torch.equal(new, langevin_update(x, grad, eps, sigma, seed=7, offset=12, backend=TRITON))
@@ -162,7 +156,7 @@ def test_grad_input_agrees_with_the_torch_backend_on_a_three_layer_net(boundary)
     ours = net.grad_input(x, backend=TRITON, boundary=boundary)
     expected = net.grad_input(x, backend="torch", boundary=boundary)
     assert expected.abs().max() > 0
-    torch.testing.assert_close(ours, expected, atol=1e-5 * expected.abs().max().item(), rtol=1e-4)
+    assert_close(ours, expected, scale=expected.abs().max())
 
 
 def test_grad_input_of_the_object_model_agrees_with_the_torch_backend():
@@ -177,8 +171,7 @@ def test_grad_input_of_the_object_model_agrees_with_the_torch_backend():
         net.depth = depth
         expected = net.grad_input(x, backend="torch")
         assert expected.abs().max() > 0
-        torch.testing.assert_close(net.grad_input(x, backend=TRITON), expected,
-                                   atol=1e-5 * expected.abs().max().item(), rtol=1e-4)
+        assert_close(net.grad_input(x, backend=TRITON), expected, scale=expected.abs().max())
 
 
 def test_langevin_agrees_with_the_torch_backend_given_the_same_noise():
@@ -191,7 +184,7 @@ def test_langevin_agrees_with_the_torch_backend_given_the_same_noise():
         grad = net.grad_input(x, backend="torch")
         z = randn_triton(x.shape, seed, offset=t * x.numel(), device="cpu")
         x = x - eps**2 / 2 * (x / sigma**2 - grad) + eps * z
-    torch.testing.assert_close(ours, x, atol=1e-4, rtol=1e-4)
+    assert_close(ours, x, reduce_dim=steps, scale=x.abs().max())
 
 
 def test_auto_picks_torch_on_the_cpu_and_triton_refuses_cpu_tensors_outside_the_interpreter(monkeypatch):
@@ -213,7 +206,7 @@ def test_gated_gradient_and_output_gate_match_the_torch_path():
     ungated = masked_conv_transpose(torch.randn(2, 17, 9, 8), mask, wt, 1, 1, x.shape, backend="torch")
     for backend in ("torch", TRITON):
         ours = masked_conv_transpose(g, mask, wt, 1, 1, x.shape, backend=backend, g_gated=True, gate_output=below)
-        torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+        assert_close(ours, expected, reduce_dim=17 * 9, scale=expected.abs().max())
         assert not ours[~unpack_mask(below, x.shape)].any()  # zero wherever the layer below is off
         assert not torch.equal(ours, ungated)
     with pytest.raises(ValueError, match="gate_output"):
@@ -225,7 +218,7 @@ def test_channels_last_inputs_give_the_same_results():
     y, mask = conv_relu_mask(x, wt, b, 1, 1, backend=TRITON)
     y_last, mask_last = conv_relu_mask(x.contiguous(memory_format=torch.channels_last), wt, b, 1, 1, backend=TRITON)
     assert y.is_contiguous(memory_format=torch.channels_last)  # 18 channels: written channels last
-    torch.testing.assert_close(y_last, y, atol=0, rtol=0)
+    assert torch.equal(y_last, y)
     assert torch.equal(mask_last, mask)
 
 
@@ -241,7 +234,7 @@ def test_strided_few_channel_layers_run_over_pixel_blocks(n, c, h, w, k, ks, str
     assert torch.equal(blocks[:, :c * stride**2, 1, 0], x[:, :, stride:2 * stride, :stride].reshape(n, -1))
     y, mask = conv_relu_mask(x, wt, bias, stride, pad, backend=TRITON)
     pre = F.conv2d(x.double(), wt.double(), bias.double(), stride=stride, padding=pad)
-    torch.testing.assert_close(y.double(), pre.clamp_min(0), atol=_tolerance(c * ks * ks), rtol=1e-5)
+    assert_close(y, pre.clamp_min(0), reduce_dim=c * ks * ks)
 
 
 def test_weights_are_laid_out_once_and_again_after_an_update():
@@ -253,7 +246,7 @@ def test_weights_are_laid_out_once_and_again_after_an_update():
     y, _ = conv_relu_mask(x, wt, None, 1, 1, backend=TRITON)
     wt.mul_(-1)  # an in-place update (an optimizer step) bumps the version: the layout is made again
     y_new, _ = conv_relu_mask(x, wt, None, 1, 1, backend=TRITON)
-    torch.testing.assert_close(y_new, F.relu(F.conv2d(x, wt, padding=1)), atol=1e-4, rtol=1e-4)
+    assert_close(y_new, F.relu(F.conv2d(x.double(), wt.double(), padding=1)), reduce_dim=20 * 9)
     assert not torch.equal(y_new, y)
     LAYOUTS.get(wt, "test", lambda t: made.append(1) or t)
     assert len(made) == 2
@@ -270,8 +263,7 @@ def test_channels_rounded_up_by_zero_filters_change_nothing(monkeypatch, boundar
     weights = net.kernel_weights(torch.float32, 16)
     assert [tuple(w.shape[:2]) for w, _ in weights] == [(48, 3), (16, 48), (16, 16)]
     for backend in ("torch", TRITON):
-        torch.testing.assert_close(net.grad_input(x, backend=backend, boundary=boundary), expected,
-                                   atol=1e-5 * expected.abs().max().item(), rtol=1e-4)
+        assert_close(net.grad_input(x, backend=backend, boundary=boundary), expected, scale=expected.abs().max())
 
 
 def test_chains_do_not_depend_on_the_chunk_size():

@@ -7,7 +7,7 @@ __version__ = "0.2.0"
 # Public names, imported on first use so that `tritongcn --help` does not wait for torch.
 _PUBLIC = {
     "GenerativeConvNet": ".model",
-    "LayerSpec": ".model",
+    "LayerSpec": ".geometry",
     "LearnConfig": ".config",
     "Learner": ".learn",
     "langevin": ".sampler",

@@ -10,8 +10,9 @@ import warnings
 import torch
 
 from .config import LearnConfig
-from .kernels import mask_shape
-from .model import GenerativeConvNet, resolve_precision
+from .kernels import mask_shape, resolve_backend
+from .model import GenerativeConvNet
+from .precision import resolve_precision
 from .sampler import langevin
 from .starts import STARTS, start_chains
 
@@ -71,7 +72,7 @@ class ChainBank:
     `restart(indices)` draws chains from that start again. `mean` (C,), the colour subtracted from the
     images, keeps the chains inside the [0, 255] range of images after every step (see `langevin`).
     `precision="bfloat16"` computes the input gradient in bfloat16 (the chains stay float32); "auto" picks it
-    where it is the fast path (model.resolve_precision). `known` = (values, mask) holds some pixels of every
+    where it is the fast path (precision.resolve_precision). `known` = (values, mask) holds some pixels of every
     chain fixed (mean-subtracted values (N or 1, C, H, W), boolean mask (N or 1, 1 or C, H, W), set where
     known): the chains sample the rest given them (`langevin`), as completion and expansion do.
     A chunk that runs out of memory is halved and tried again (the chains do not depend on the chunking);
@@ -97,14 +98,16 @@ class ChainBank:
         if first_chain < 0 or first_chain + chains > self.total_chains:
             raise ValueError(f"chains {first_chain}..{first_chain + chains - 1} do not fit in a bank of "
                              f"{self.total_chains}")
-        self.model, self.boundary, self.backend, self.init = model, boundary, backend, init
+        self.model, self.boundary, self.init = model, boundary, init
         self.shape, self.start_kernel = shape, start_kernel  # one chain's (C, H, W); the spectrum start's
         self.mean = None if mean is None else mean.detach().float().reshape(-1).cpu()
         self.bounds = None if mean is None else (-self.mean, 255.0 - self.mean)
         self.step_size, self.sigma, self.seed = float(step_size), float(sigma), int(seed)
         self.first_chain = first_chain
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        # Resolved once, so a saved bank resumes in the precision it ran in whatever machine resumes it.
+        # Resolved once, not at every kernel call; and so a saved bank resumes in the precision it ran in,
+        # whatever machine resumes it.
+        self.backend = resolve_backend(backend, self.device)
         self.precision = resolve_precision(precision, self.device, backend)
         self.memory_budget = memory_budget or default_memory_budget(self.device)
         self.chunk_limit = None  # set when a chunk ran out of memory: the largest chunk since

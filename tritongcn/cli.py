@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import (AUTO_PRECISION, HIGH, PRECISION_CHOICES, QUALITIES, RELEASE, STARTS, LearnConfig,
-                     stride_multiple)
+from .config import HIGH, QUALITIES, RELEASE, STARTS, LearnConfig, stride_multiple
+from .precision import AUTO_PRECISION, PRECISION_CHOICES
 
 DEFAULTS = LearnConfig().to_dict()
 
@@ -215,7 +215,8 @@ def evaluate_command(texture, samples, image_size, crop, crops, seed, as_json):
     import torch
 
     from .evaluate import SMALLEST_CROP, evaluate, largest_crop, portilla_simoncelli_available
-    from .io import InputError, image_paths, load_image, preprocess
+    from .images import image_paths, load_image, preprocess
+    from .io import InputError
 
     try:
         raw = load_image(texture)
@@ -248,7 +249,7 @@ def evaluate_command(texture, samples, image_size, crop, crops, seed, as_json):
     for name in ("samples", "real_crops", "random_phase", "white_noise"):
         click.echo(f"{name:<14}" + "".join(f"{result[name][c]:>11.3f}" for c in columns))
     if not has_ps:
-        click.echo("(ps_z needs plenoptic: pip install 'tritongcn[eval]')")
+        click.echo(f"(ps_z {result['ps_z']})")
 
 
 def _bytes(ctx, param, value):
@@ -299,12 +300,13 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--chains", type=click.IntRange(1, 1 << 24), default=16, show_default=True,
               help="Number of chains (samples).")
-@click.option("--steps", type=click.IntRange(0, 10**7), default=None,
-              help="Langevin steps per chain in all (with --resume, the steps already taken count) [default: "
+@click.option("--steps", "--sample-steps", "steps", type=click.IntRange(0, 10**7), default=None,
+              help="Langevin steps per chain in all, `learn`'s --sample-steps (with --resume, the steps already "
+                   "taken count) [default: "
                    "the model's sample_steps, the steps its own samples took at the end of `learn`: 300 for "
                    "the default recipe].")
-@click.option("--size", type=click.IntRange(8, 16384), default=None,
-              help="Side of the samples [default: the size the model was learned with].")
+@click.option("--size", "--sample-size", "size", type=click.IntRange(8, 16384), default=None,
+              help="Side of the samples, `learn`'s --sample-size [default: the size the model was learned with].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder [default: the model's folder / samples-<size>].")
 @click.option("--init", type=click.Choice(STARTS), default=None,
@@ -324,7 +326,8 @@ def reconstruct(model_path, images, out_dir, with_mode, steps, image_size, devic
 @click.option("--format", "fmt", type=click.Choice(["auto", "png", "npz"]), default="auto", show_default=True,
               help="One PNG per chain, or one samples.npz (auto: PNGs up to 256 chains).")
 @click.option("--gif", type=click.IntRange(0, 64), default=0, show_default=True,
-              help="Animate this many chains evolving into evolution.gif.")
+              help="Animate this many chains evolving into evolution.gif (21 frames; about 1 MB per "
+                   "225 px chain, as GIF compresses the chains' noise poorly).")
 @click.option("--periodic/--zero-padding", default=None,
               help="Sample on the torus (seamless tiles) or with zero padding [default: as learned].")
 @device_option
@@ -352,7 +355,7 @@ def fill_options(command):
     options = [
         click.option("--chains", type=click.IntRange(1, 1 << 16), default=1, show_default=True,
                      help="Results drawn, each its own sample; all are written when more than one."),
-        click.option("--steps", type=click.IntRange(0, 10**6), default=None,
+        click.option("--steps", "--sample-steps", "steps", type=click.IntRange(0, 10**6), default=None,
                      help="Langevin steps, then 10 noise-free ones [default: the model's sample_steps, 300 for "
                           "the default recipe]."),
         click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
@@ -435,11 +438,15 @@ def expand(image, model_path, size, at, periodic, out_dir, **fill):
 
 @main.command()
 @click.argument("model_path", metavar="[MODEL]", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--chains", type=click.IntRange(1, 1 << 20), default=16, show_default=True)
-@click.option("--size", type=click.IntRange(8, 8192), default=112, show_default=True, help="Side of the chains.")
+@click.option("--chains", type=click.IntRange(1, 1 << 20), default=16, show_default=True,
+              help="Chains advanced together in each step.")
+@click.option("--size", type=click.IntRange(8, 8192), default=112, show_default=True,
+              help="Side of the chains in pixels (rounded up to the net's stride when periodic).")
 @click.option("--steps", type=click.IntRange(1, 10**6), default=5, show_default=True,
-              help="Timed Langevin steps (after one warm-up step).")
-@click.option("--boundary", type=click.Choice(["zero", "periodic"]), default="zero", show_default=True)
+              help="Timed Langevin steps (after one warm-up step); the comparison runs 3 rounds of as many.")
+@click.option("--boundary", type=click.Choice(["zero", "periodic"]), default=None,
+              help="What the layers see beyond the edge [default: MODEL's own; periodic without MODEL, as "
+                   "`learn` makes them].")
 @backend_option
 @precision_option()
 @device_option
@@ -454,7 +461,8 @@ def profile(model_path, chains, size, steps, boundary, backend, precision, devic
     """
     import torch
 
-    from .model import GenerativeConvNet, resolve_precision
+    from .model import GenerativeConvNet
+    from .precision import resolve_precision
     from .profile import peak_probes, profile_steps, report_lines
     from .runs.common import RunError, load_model, usable_device
 
@@ -466,9 +474,12 @@ def profile(model_path, chains, size, steps, boundary, backend, precision, devic
                 for conv in model.convs:
                     conv.bias.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
             source = "texture net, random weights"
+            periodic = LearnConfig().periodic
         else:
-            _, model = load_model(model_path)
+            state, model = load_model(model_path)
             source = str(model_path)
+            periodic = LearnConfig.from_dict(state["config"]).periodic and model.top == "sum"
+        boundary = boundary or ("periodic" if periodic else "zero")
         if boundary == "periodic" and size % model.total_stride():
             size = stride_multiple(size, model.total_stride())
             click.echo(f"periodic chains need sides that are multiples of {model.total_stride()}: "

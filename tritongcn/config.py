@@ -3,10 +3,8 @@
 import math
 from dataclasses import asdict, dataclass, fields
 
-# The sampler's precision: "auto" is bfloat16 convolutions on CPUs with native bfloat16 and on CUDA GPUs,
-# float32 elsewhere (model.resolve_precision); the chains and the Langevin update are float32 in every case.
-PRECISION_CHOICES = ("auto", "float32", "bfloat16")
-AUTO_PRECISION = "auto: bfloat16 on CPUs with native bfloat16 (AMX, AVX512-BF16) and on CUDA GPUs, else float32."
+from .precision import PRECISION_CHOICES
+
 STARTS = ("zero", "noise", "spectrum")  # where chains start: tritongcn.starts (kept here for the CLI)
 OPTIMIZERS = ("sgd", "adam")  # tritongcn.learn.Learner._make_optimizer
 

@@ -127,6 +127,9 @@ def largest_crop(texture_shape, samples_shape) -> int:
     return side - side % 8
 
 
+PS_MISSING = "not computed: it needs plenoptic, pip install 'tritongcn[eval]'"
+
+
 def evaluate(texture: torch.Tensor, samples: torch.Tensor, crop: int | None = None, crops: int = 64,
              seed: int = 0, use_ps: bool | None = None, others: dict | None = None,
              references: bool = True) -> dict:
@@ -161,6 +164,8 @@ def evaluate(texture: torch.Tensor, samples: torch.Tensor, crop: int | None = No
     use_ps = portilla_simoncelli_available() if use_ps is None else use_ps
     ref_stats = ps_statistics(reference) if use_ps else None
     result = {"crop": crop, "crops": crops, "seed": seed}
+    if not use_ps:  # said in the file, so that a missing figure is never read as a lost one
+        result["ps_z"] = PS_MISSING if not portilla_simoncelli_available() else "not computed (use_ps=False)"
     for name in [*sets, *(("real_crops", "random_phase", "white_noise") if references else ())]:
         images = candidates[name]
         figures = {"patch_swd": patch_swd(reference, images, seed=seed)}

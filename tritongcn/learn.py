@@ -27,7 +27,9 @@ import torch
 
 from .config import LearnConfig, image_sample_size, learning_chain_size
 from .autoencoder import reconstruct, reconstruction_error
-from .model import OBJECT_LAYERS, GenerativeConvNet, resolve_precision
+from .geometry import OBJECT_LAYERS
+from .model import GenerativeConvNet
+from .precision import resolve_precision
 from .chains import ChainBank, sampler_bank
 from .distributed import World, all_reduce_sum
 from .starts import spectrum_kernel

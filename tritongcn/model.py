@@ -2,98 +2,22 @@
 
 import contextlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import (channel_alignment, conv_output_shape, conv_relu_mask, masked_conv_transpose,
-                      resolve_backend)
+from .geometry import (BOUNDARIES, OBJECT_LAYERS, TEXTURE_LAYERS, LayerSpec, conv_flops, receptive_field,
+                       size_problem, total_stride)
+from .kernels import channel_alignment, conv_output_shape, conv_relu_mask, masked_conv_transpose
 from .kernels.launch import LAYOUTS
 from .kernels.torus import torus_padding as kernel_torus_padding
 from .kernels.torus import wrap_pad
+from .precision import compute_dtype
 
-
-@dataclass(frozen=True)
-class LayerSpec:
-    out_channels: int  # number of filters
-    kernel_size: int  # square kernels, as in the paper
-    stride: int = 1
-    padding: int = 0  # zero padding on every side
-
-    def __post_init__(self):
-        if min(self.out_channels, self.kernel_size, self.stride) < 1 or self.padding < 0:
-            raise ValueError(f"a layer needs out_channels, kernel_size, stride >= 1 and padding >= 0: {self}")
-
-
-# The paper's texture net with the MatConvNet release's padding (frame_config.m, add_bottom_filters.m).
-TEXTURE_LAYERS = (
-    LayerSpec(100, 15, stride=3, padding=2),
-    LayerSpec(64, 5, stride=1, padding=2),
-    LayerSpec(30, 3, stride=1, padding=2),
-)
-# The paper's object net (Experiment 2), topped by one fully connected filter over the whole map.
-OBJECT_LAYERS = (
-    LayerSpec(100, 7, stride=2),
-    LayerSpec(64, 5),
-    LayerSpec(20, 3),
-)
-BOUNDARIES = ("zero", "valid", "periodic")
 TOPS = ("sum", "fc")
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def conv_flops(input_shape, w_shape, output_shape) -> int:
-    """Multiply-adds x 2 of a convolution (or its transposed pass): 2 N K Ho Wo C kh kw."""
-    n, k, ho, wo = output_shape
-    _, c, kh, kw = w_shape
-    return 2 * n * k * ho * wo * c * kh * kw
-
-
-@contextlib.contextmanager
-def _no_record(site, flops=0):
-    yield
-
-
-def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AMX tiles or AVX512-BF16)."""
-    cpu = torch.cpu
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
-
-
-def resolve_precision(precision: str, device, backend: str = "auto") -> str:
-    """The sampler precision `precision` means on `device` with kernel `backend`.
-
-    "auto" is "bfloat16" where bf16 operands with fp32 accumulation are the fast path and learn as well:
-    the torch kernels on a CPU with native bfloat16 (3 to 4x faster than float32) and the Triton kernels on
-    a GPU (1.7x faster than TF32 on an H200, where a default learn in bf16 made the texture and one in
-    float32 ran away; bench/README.md). It is "float32" elsewhere: CPUs that would only emulate bfloat16,
-    and the Triton interpreter. "float32" and "bfloat16" mean themselves, except that the Triton
-    interpreter has no bfloat16 and refuses it.
-    """
-    compute_dtype("float32" if precision == "auto" else precision)  # refuses unknown names
-    device = torch.device(device)
-    concrete = resolve_backend(backend, device)
-    if precision == "auto":
-        native = (device.type == "cpu" and concrete == "torch" and cpu_has_native_bfloat16()
-                  or device.type == "cuda" and concrete == "triton")
-        return "bfloat16" if native else "float32"
-    if precision == "bfloat16" and concrete == "triton" and device.type != "cuda":
-        raise ValueError("the Triton interpreter (TRITON_INTERPRET=1) has no bfloat16: use precision "
-                         "'float32' with backend 'triton' on the CPU, or backend 'torch'")
-    return precision
-
-
-def compute_dtype(precision: str) -> torch.dtype:
-    """The torch dtype of a sampler precision name ("float32" or "bfloat16"; resolve "auto" first)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} here, got {precision!r}")
-    return PRECISIONS[precision]
-
-
 # The release initialises weights N(0, 0.01^2) on images in [0, 255], biases at 0.
 RELEASE_INIT_STD = 0.01
 
@@ -227,16 +151,12 @@ class GenerativeConvNet(nn.Module):
         return top.sum(dim=(1, 2, 3))
 
     def receptive_field(self, depth: int | None = None) -> int:
-        """Side in pixels of the input window one top-layer unit sees."""
-        size, jump = 1, 1
-        for spec in self.layers[: depth or self.depth]:
-            size += (spec.kernel_size - 1) * jump
-            jump *= spec.stride
-        return size
+        """Side in pixels of the input window one top-layer unit sees (at `depth`, default the current)."""
+        return receptive_field(self.layers[: depth or self.depth])
 
     def total_stride(self, depth: int | None = None) -> int:
         """Product of the strides: periodic images need sides that are multiples of it."""
-        return math.prod(spec.stride for spec in self.layers[: depth or self.depth])
+        return total_stride(self.layers[: depth or self.depth])
 
     def _padding(self, spec: LayerSpec, boundary: str) -> tuple:
         """(periodic, zero padding) of one layer under `boundary`."""
@@ -251,14 +171,9 @@ class GenerativeConvNet(nn.Module):
 
     def check_size(self, shape, boundary: str) -> None:
         """Raise ValueError if images of `shape` cannot be scored under `boundary` at this depth."""
-        if boundary == "periodic":
-            step = self.total_stride()
-            if shape[-1] % step or shape[-2] % step:
-                raise ValueError(f"periodic images need sides that are multiples of {step}, "
-                                 f"got {shape[-2]}x{shape[-1]}")
-        elif boundary == "valid" and min(shape[-2:]) < self.receptive_field():
-            raise ValueError(f"a {shape[-2]}x{shape[-1]} image has no unit whose window fits inside it "
-                             f"(receptive field {self.receptive_field()} px)")
+        problem = size_problem(shape[-2], shape[-1], self.layers[: self.depth], boundary)
+        if problem:
+            raise ValueError(problem)
         if self.top == "fc":
             fc_shape = tuple(self.fc_weights[self.depth - 1].shape)
             if boundary == "periodic" or tuple(self.layer_shapes(shape, boundary)[-1][1:]) != fc_shape:
@@ -301,7 +216,8 @@ class GenerativeConvNet(nn.Module):
             yield h
 
     def score(self, x: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
-        """f(I) per image, shape (N,): differentiable by autograd (used for the weight gradient)."""
+        """f(I) per image, shape (N,): differentiable by autograd (used for the weight gradient), so it
+        keeps a graph unless called under torch.no_grad()."""
         for top in self.relu_responses(x, boundary):  # keep only the current layer's output alive
             pass
         return self.top_score(top)
@@ -356,13 +272,11 @@ class GenerativeConvNet(nn.Module):
         AVX512-BF16); B comes back in x's dtype. `record(site, flops)`, if given, is a context manager
         factory wrapped around each kernel call (the profiler's timers).
         """
-        record = record or _no_record
+        record = record or (lambda site, flops=0: contextlib.nullcontext())
         self.check_size(x.shape, boundary)
-        if precision not in PRECISIONS:  # resolved once by the caller (a bank, a learner), not at every step
-            raise ValueError(f"grad_input takes precision 'float32' or 'bfloat16', got {precision!r}; resolve "
-                             "'auto' once with tritongcn.model.resolve_precision")
+        # Resolved once by the caller (a bank, a learner), not at every step: "auto" is refused here.
         # "float32" keeps x's own dtype (float64 in the exactness tests); "bfloat16" casts.
-        dtype = torch.bfloat16 if precision == "bfloat16" else x.dtype
+        dtype = torch.bfloat16 if compute_dtype(precision) == torch.bfloat16 else x.dtype
         layers = list(zip(self.layers, self.active_convs()))
         weights = self.kernel_weights(dtype, channel_alignment(backend, x.device))
         masks, input_shapes, out_shapes = [], [], self.layer_shapes(x.shape, boundary)

@@ -2,8 +2,8 @@
 
 import torch
 
-from .kernels import langevin_update
-from .model import resolve_precision
+from .kernels import langevin_update, resolve_backend
+from .precision import resolve_precision
 
 
 @torch.no_grad()
@@ -20,7 +20,7 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     one big batch would. `boundary="periodic"` samples on the torus (see GenerativeConvNet).
     `precision="bfloat16"` computes B(I) in bfloat16 (see GenerativeConvNet.grad_input); the chains and
     the update stay in float32. The default "auto" is bfloat16 where it is the fast path (CPUs with native
-    bfloat16, the Triton kernels on a GPU) and float32 elsewhere (model.resolve_precision). `bounds` =
+    bfloat16, the Triton kernels on a GPU) and float32 elsewhere (precision.resolve_precision). `bounds` =
     (low, high), per channel (C,), keeps the chains in the box of valid images after every step (projected
     Langevin dynamics: the model restricted to images whose pixels lie in [0, 255], mean-subtracted); None
     leaves them unbounded.
@@ -39,7 +39,8 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     if chain_start < 0 or chain_start + x.shape[0] > total_chains:
         raise ValueError(f"chains {chain_start}..{chain_start + x.shape[0] - 1} do not fit in a bank of "
                          f"{total_chains}")
-    precision = resolve_precision(precision, x.device, backend)
+    precision = resolve_precision(precision, x.device, backend)  # both once, not at every kernel call
+    backend = resolve_backend(backend, x.device)
     x = x.detach().clone()
     if bounds is not None:
         low, high = (torch.as_tensor(b, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for b in bounds)

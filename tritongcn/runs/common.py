@@ -59,7 +59,8 @@ def usable_device(device: str) -> str:
 
 def load_model(model_path: Path):
     """(checkpoint dict, GenerativeConvNet with its weights) of a model file."""
-    from ..io import InputError, load_checkpoint
+    from ..checkpoints import load_checkpoint
+    from ..io import InputError
     from ..model import GenerativeConvNet
 
     try:

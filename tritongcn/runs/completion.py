@@ -70,7 +70,7 @@ class ExpandRun:
 def complete(run: CompleteRun, report: Reporter | None = None) -> Path:
     """Write completed.png (and completions/ with several chains), mask.png, before_after.png and
     complete.json to the output folder, and return it."""
-    from ..io import preprocess_mask
+    from ..images import preprocess_mask
     from .learning import unknown_pixels
 
     report = report or Reporter()
@@ -97,7 +97,7 @@ def expand(run: ExpandRun, report: Reporter | None = None) -> Path:
     and expand.json to the output folder, and return it."""
     from ..completion import canvas
     from ..config import stride_multiple
-    from ..model import TEXTURE_LAYERS
+    from ..geometry import TEXTURE_LAYERS
 
     report = report or Reporter()
     s = run.settings
@@ -123,7 +123,7 @@ def expand(run: ExpandRun, report: Reporter | None = None) -> Path:
     _write(run.out_dir, "expanded.png", "expansions", results)
     _save_before_after(board, unknown, results[0], run.out_dir / "before_after.png")
     if run.periodic:
-        from ..io import save_png
+        from ..images import save_png
 
         save_png(results[0].repeat(1, 2, 2), run.out_dir / "tiled.png")
     info.update(image=str(run.image), size=[width, height], periodic=run.periodic,
@@ -144,7 +144,8 @@ def _check_out_dir(out_dir: Path, product: str, s: FillSettings) -> None:
 
 def _load(path: Path, image_size: int | None, report: Reporter):
     """(raw array, (C, H, W) tensor in [0, 255] at the working size) of the image to fill."""
-    from ..io import InputError, load_image, preprocess
+    from ..images import load_image, preprocess
+    from ..io import InputError
 
     try:
         raw = load_image(path, note=report.note)
@@ -183,7 +184,7 @@ def _fill(model_path: Path, image, unknown, s: FillSettings, periodic: bool, wha
     """(completions (K, C, H, W) in [0, 255], their settings for the json) of `image` with `unknown` pixels."""
     from ..completion import FINISH_STEPS, complete, work_region
     from ..config import LearnConfig
-    from ..model import resolve_precision
+    from ..precision import resolve_precision
 
     state, model = load_model(model_path)
     learned = LearnConfig.from_dict(state["config"])
@@ -222,7 +223,7 @@ def _fill(model_path: Path, image, unknown, s: FillSettings, periodic: bool, wha
 
 def _write(out_dir: Path, name: str, folder: str, results) -> None:
     """The first result as `name`; with several, all of them in `folder` too."""
-    from ..io import save_png
+    from ..images import save_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_png(results[0], out_dir / name)
@@ -233,7 +234,7 @@ def _write(out_dir: Path, name: str, folder: str, results) -> None:
 
 
 def _save_mask(unknown, path: Path) -> None:
-    from ..io import save_png
+    from ..images import save_png
 
     save_png(unknown.float()[None] * 255, path)
 
@@ -242,7 +243,7 @@ def _save_before_after(image, unknown, result, path: Path, gap: int = 8) -> None
     """The image with its unknown pixels shown as a grey checkerboard, beside the result."""
     import torch
 
-    from ..io import save_png
+    from ..images import save_png
 
     h, w = unknown.shape
     rows, cols = torch.arange(h).view(-1, 1), torch.arange(w).view(1, -1)

@@ -46,7 +46,9 @@ def learn(run: LearnRun, report: Reporter | None = None) -> Path:
 
     from ..distributed import finish, gather_objects, init_world
     from ..interrupts import stop_requests
-    from ..io import InputError, load_checkpoint, preprocess, preprocess_mask, save_checkpoint
+    from ..checkpoints import load_checkpoint, save_checkpoint
+    from ..images import preprocess, preprocess_mask
+    from ..io import InputError
     from ..learn import Learner
 
     report = report or Reporter()
@@ -183,7 +185,8 @@ def _check_out_dir(run: LearnRun, out_dir: Path, checkpoint_path: Path) -> None:
 
 def _load_images(image: Path, report: Reporter):
     """(paths, raw arrays) of the training images, each checked to hold something to learn."""
-    from ..io import InputError, image_paths, load_image
+    from ..images import image_paths, load_image
+    from ..io import InputError
 
     try:
         paths = image_paths([image]) if image.is_dir() else [image]
@@ -204,7 +207,8 @@ def _load_images(image: Path, report: Reporter):
 def unknown_pixels(mask: Path | None, hole: tuple | None, paths, raws):
     """(H, W) bool numpy array of the unknown pixels of the one image in `raws`, from a mask image or a
     hole rectangle (x, y, width, height); None when neither is given."""
-    from ..io import InputError, load_mask, rectangle_mask
+    from ..images import load_mask, rectangle_mask
+    from ..io import InputError
 
     if mask is None and hole is None:
         return None
@@ -229,7 +233,7 @@ def unknown_pixels(mask: Path | None, hole: tuple | None, paths, raws):
 def _config(paths, raws, settings: dict, quality: str, device: str) -> LearnConfig:
     """The run's LearnConfig: the recipe, the settings asked for, and the sizes the images and the net
     allow, each size checked against the net's receptive field and stride."""
-    from ..model import OBJECT_LAYERS, TEXTURE_LAYERS, GenerativeConvNet
+    from ..geometry import OBJECT_LAYERS, TEXTURE_LAYERS, receptive_field, size_problem, total_stride
 
     defaults = LearnConfig()
     model_kind = settings.get("model", defaults.model)
@@ -239,23 +243,24 @@ def _config(paths, raws, settings: dict, quality: str, device: str) -> LearnConf
     is_object = model_kind == "object"
     image_size = settings.get("image_size") or (min(min(raw.shape[:2]) for raw in raws) if is_object
                                                 else defaults.image_size)
-    geometry = GenerativeConvNet(raws[0].shape[2], OBJECT_LAYERS if is_object else TEXTURE_LAYERS, depth=layers)
-    field_, stride = geometry.receptive_field(), geometry.total_stride()
+    specs = (OBJECT_LAYERS if is_object else TEXTURE_LAYERS)[:layers]
+    field_, stride = receptive_field(specs), total_stride(specs)
     sample_size = settings.get("sample_size") or image_sample_size(image_size, stride)
     chain_size = settings.get("chain_size") or learning_chain_size(image_size, stride, field_)
     for path, raw in zip(paths, raws):
-        if min(raw.shape[:2]) < field_:
-            raise RunError(f"{path}: {raw.shape[1]}x{raw.shape[0]} pixels is smaller than the net's receptive "
-                           f"field ({field_}x{field_} for {layers} layers); use a larger image or fewer --layers")
+        problem = size_problem(raw.shape[0], raw.shape[1], specs, "valid")
+        if problem:
+            raise RunError(f"{path}: {problem}: it is smaller than the net's receptive field for {layers} "
+                           "layers; use a larger image or fewer --layers")
     sizes = [("--image-size", image_size)]
     if not (is_object or cd_steps):
         sizes += [("--sample-size", sample_size), ("--chain-size", chain_size)]
-    for name, size in sizes:
-        if size < field_:
-            raise RunError(f"{name} {size} is smaller than the receptive field ({field_} px)")
-        if name != "--image-size" and periodic and size % stride:
-            raise RunError(f"{size} is not a multiple of the net's total stride {stride}, which periodic "
-                           f"chains need (try {stride_multiple(size, stride)})", option=name)
+    for name, size in sizes:  # every size holds a whole window; periodic chains a whole number of strides
+        for boundary in ("valid", "periodic") if name != "--image-size" and periodic else ("valid",):
+            problem = size_problem(size, size, specs, boundary)
+            if problem:
+                hint = f" (try {stride_multiple(size, stride)})" if boundary == "periodic" else ""
+                raise RunError(f"{problem}{hint}", option=name)
     sizes = dict(image_size=image_size, sample_size=image_size if is_object else sample_size,
                  chain_size=image_size if is_object else chain_size)
     return LearnConfig(**{**recipe(model_kind, quality, cd_steps), **settings, **sizes,
@@ -329,7 +334,8 @@ class LearningWatch:
 
 def _save_preview(learner, chains, path) -> None:
     """The learning chains so far as one contact sheet, in [0, 255]."""
-    from ..io import contact_sheet, save_png
+    from ..figures import contact_sheet
+    from ..images import save_png
 
     save_png(contact_sheet((chains + learner.mean.view(1, -1, 1, 1)).clamp(0, 255)), path)
 
@@ -366,7 +372,7 @@ def evaluate_run(out_dir, training, samples, chains, report: Reporter) -> None:
                            for k in result["samples"])
     report.say(f"eval, real crops / random-phase noise: {references} (lower is better)")
     if not has_ps:
-        report.say("(no ps_z: it needs plenoptic, pip install 'tritongcn[eval]')")
+        report.say(f"(ps_z {result['ps_z']})")
 
 
 def _write_outputs(out_dir, seed, state, images, samples, chains, records) -> None:
@@ -375,7 +381,9 @@ def _write_outputs(out_dir, seed, state, images, samples, chains, records) -> No
     import numpy as np
     import torch
 
-    from ..io import contact_sheet, draw_learning_curve, filter_sheet, make_grid, save_checkpoint, save_png
+    from ..checkpoints import save_checkpoint
+    from ..figures import contact_sheet, draw_learning_curve, filter_sheet, make_grid
+    from ..images import save_png
 
     sample_dir = out_dir / "samples"
     sample_dir.mkdir(exist_ok=True)

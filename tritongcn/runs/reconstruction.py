@@ -26,7 +26,9 @@ def reconstruct(run: ReconstructRun, report: Reporter | None = None) -> dict:
 
     from ..autoencoder import descend_to_mode, reconstruction_error
     from ..autoencoder import reconstruct as auto_encode
-    from ..io import InputError, contact_sheet, image_paths, load_image, preprocess, save_json, save_png
+    from ..figures import contact_sheet
+    from ..images import image_paths, load_image, preprocess, save_png
+    from ..io import InputError, save_json
     from ..learn import data_boundary
 
     report = report or Reporter()

@@ -10,6 +10,9 @@ from ..progress import Progress
 from .common import Reporter, RunError, Stopped, load_model, stop_everywhere, usable_device
 
 PNG_LIMIT = 256  # format "auto": one PNG per chain up to this many chains, one samples.npz above
+# Frames of evolution.gif after the first. Langevin chains are noisy and GIF compresses noise poorly: a
+# frame costs about 45 kB per 225 px chain, so 4 chains make a 4 MB animation (40 frames made 8 MB).
+GIF_FRAMES = 20
 
 
 @dataclass
@@ -108,7 +111,7 @@ def sample(run: SampleRun, report: Reporter | None = None) -> Path:
 
     bank.notify = report.note
     remaining = max(0, steps - int(bank.steps.min()))
-    frames, frame_every = [], max(1, remaining // 40) if run.gif else 0
+    frames, frame_every = [], max(1, remaining // GIF_FRAMES) if run.gif else 0
     animated = min(run.gif, len(bank)) if world.is_main else 0
     if animated:
         frames.append(_frame(bank, mean, animated))
@@ -162,14 +165,15 @@ def _rank_path(path: Path, world) -> Path:
 
 
 def _save_bank(bank, path) -> None:
-    from ..io import CHAINS_FORMAT, save_checkpoint
+    from ..checkpoints import CHAINS_FORMAT, save_checkpoint
 
     save_checkpoint(bank.state_dict(), path, fmt=CHAINS_FORMAT)
 
 
 def _load_bank(path, model, run: SampleRun, shape, device):
     from ..chains import ChainBank
-    from ..io import CHAINS_FORMAT, InputError, load_checkpoint
+    from ..checkpoints import CHAINS_FORMAT, load_checkpoint
+    from ..io import InputError
 
     try:
         state = load_checkpoint(path, fmt=CHAINS_FORMAT)
@@ -182,7 +186,7 @@ def _load_bank(path, model, run: SampleRun, shape, device):
 
 
 def _frame(bank, mean, count):
-    from ..io import contact_sheet
+    from ..figures import contact_sheet
 
     return contact_sheet((bank.x[:count].cpu() + mean).clamp(0, 255))
 
@@ -194,7 +198,9 @@ def _write_samples(bank, mean, out_dir, world, fmt, frames, report) -> None:
     import torch
 
     from ..distributed import gather_objects
-    from ..io import atomic_save, contact_sheet, save_gif, save_png
+    from ..figures import contact_sheet, save_gif
+    from ..images import save_png
+    from ..io import atomic_save
 
     images = (bank.x.cpu() + mean).clamp(0, 255).round().to(torch.uint8)
     if fmt == "png":
@@ -234,7 +240,7 @@ def _write_stats(bank, out_dir, world, chains, elapsed, steps, fmt, animated, re
                for key, v in merged.items()}
     report_data = {"chains": chains, "steps": int(bank.steps.max()), "seconds": round(elapsed, 3),
                    "chain_steps_per_s": chains * steps / elapsed if elapsed > 0 and steps else None,
-                   "processes": world.size, "summary": summary, "per_chain": merged}
+                   "processes": world.size, "chunk_size": bank.chunk_size, "summary": summary, "per_chain": merged}
     save_json(report_data, out_dir / "stats.json")
     rate = f", {report_data['chain_steps_per_s']:.0f} chain-steps/s" if report_data["chain_steps_per_s"] else ""
     files = "samples/" if fmt == "png" else "samples.npz"
