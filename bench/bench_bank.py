@@ -12,20 +12,16 @@ bench/results.jsonl.
 """
 
 import argparse
-import datetime
-import json
 import resource
 import time
-from pathlib import Path
 
 import torch
 
-import tritongcn
 from tritongcn import GenerativeConvNet
 from tritongcn.chains import ChainBank, bits_bytes_per_chain
 from tritongcn.profile import autograd_saved_bytes_per_chain
 
-from bench_langevin import cpu_name
+from common import RESULTS, append_results, machine_name
 
 
 def main():
@@ -37,7 +33,7 @@ def main():
                         help="zero: the release's padding (64 px is not a multiple of the stride 3 the torus needs)")
     parser.add_argument("--memory-budget", type=float, default=1.0, help="GiB for work in flight")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.jsonl")))
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -58,20 +54,16 @@ def main():
     chunk = bank.x[: min(bank.chunk_size, 64)]
     ours = bits_bytes_per_chain(model, chunk.shape[1:], args.boundary)
     autograd = autograd_saved_bytes_per_chain(model, chunk, bank.sigma, args.boundary)
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    print(f"{machine}, {torch.get_num_threads()} threads: {args.chains} chains of {args.size} px, {args.steps} "
+    print(f"{machine_name(device)}: {args.chains} chains of {args.size} px, {args.steps} "
           f"steps in {seconds:.1f} s = {rate:.0f} chain-steps/s (chunks of {bank.chunk_size}); peak RSS "
           f"{peak_rss / 2**30:.2f} GiB")
     print(f"held per chain between the passes: bits {ours / 1e3:.1f} kB, autograd's saved tensors "
           f"{autograd / 1e3:.1f} kB ({autograd / ours:.1f}x)")
-    record = {"bench": "bank", "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine,
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "tritongcn": tritongcn.__version__,
-              "device": str(device), "chains": args.chains, "size": args.size, "steps": args.steps,
+    append_results(args.out, "bank", [{
+              "threads": torch.get_num_threads(), "device": str(device), "chains": args.chains, "size": args.size, "steps": args.steps,
               "boundary": args.boundary, "memory_budget_gib": args.memory_budget, "chunk": bank.chunk_size,
               "seconds": seconds, "chain_steps_per_s": rate, "peak_rss_bytes": peak_rss,
-              "bits_bytes_per_chain": ours, "autograd_saved_bytes_per_chain": autograd}
-    with open(args.out, "a") as f:
-        f.write(json.dumps(record) + "\n")
+              "bits_bytes_per_chain": ours, "autograd_saved_bytes_per_chain": autograd}], device)
 
 
 if __name__ == "__main__":

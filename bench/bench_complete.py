@@ -23,7 +23,6 @@ tritongcn, the true content) for the largest hole into --picture.
 """
 
 import argparse
-import datetime
 import json
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from tritongcn.runs import LearnRun, Reporter, learn
 from tritongcn.runs.common import load_model
 from tritongcn.config import LearnConfig
 
-from bench_langevin import cpu_name
+from common import RESULTS, append_results, machine_name
 
 
 def _side_pairs(x: torch.Tensor, top: int, left: int, size: int, offset: int) -> torch.Tensor:
@@ -83,7 +82,7 @@ def main():
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--work", type=Path, default=Path("runs/bench_complete"))
     parser.add_argument("--picture", type=Path, default=None)
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.jsonl")))
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     holes = sorted(int(h) for h in args.holes.split(","))
     quiet = Reporter(say=lambda message: None, warn=lambda message: None)
@@ -135,7 +134,7 @@ def main():
                 shown[:, unknown] = 128.0
                 panels += [shown, theirs, ours[0], image]
     columns = ["patch_swd"] + (["ps_z"] if portilla_simoncelli_available() else []) + ["seam"]
-    print(f"\n{cpu_name()}, torch {torch.__version__}, tritongcn {tritongcn.__version__}; lower is better "
+    print(f"\n{machine_name()}, torch {torch.__version__}, tritongcn {tritongcn.__version__}; lower is better "
           "(seam: 1 is a border like its surroundings)")
     print("| texture | hole | " + " | ".join(f"{c} ours / Telea / {'true' if c == 'seam' else 'real'}"
                                            for c in columns) + " | seconds ours / Telea |")
@@ -145,11 +144,7 @@ def main():
         cells = [f"{r['tritongcn'][k]:.3f} / {r['telea'][k]:.3f} / {f:.3f}" for k, f in zip(columns, floor)]
         print(f"| {r['texture']} | {r['hole']} px | " + " | ".join(cells) +
               f" | {r['tritongcn']['seconds']:.1f} / {r['telea']['seconds']:.3f} |")
-    stamp = {"bench": "complete", "cpu": cpu_name(), "torch": torch.__version__,
-             "date": datetime.datetime.now().isoformat(timespec="seconds")}
-    with open(args.out, "a") as f:
-        for r in rows:
-            f.write(json.dumps({**stamp, **r}) + "\n")
+    append_results(args.out, "complete", rows)
     if args.picture and panels:
         save_png(contact_sheet(torch.stack([p.expand(3, -1, -1) if p.shape[0] == 1 else p for p in panels]),
                                columns=4), args.picture)

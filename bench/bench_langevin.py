@@ -11,44 +11,13 @@ Prints a table and appends one JSON line per configuration to bench/results.json
 """
 
 import argparse
-import datetime
-import json
-import platform
-from pathlib import Path
 
 import torch
 
-import tritongcn
-from tritongcn import GenerativeConvNet, langevin
-from tritongcn.geometry import TEXTURE_LAYERS
+from common import RESULTS, append_results, bench_model, machine_name
+from tritongcn import langevin
 from tritongcn.precision import resolve_precision
 from tritongcn.profile import autograd_langevin, median_seconds
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_name()}, {torch.get_num_threads()} threads"
-
-
-def bench_model(device: torch.device, layers=TEXTURE_LAYERS) -> GenerativeConvNet:
-    """The texture net (or a net of `layers`) with random weights and biases of both signs, as after
-    learning, so the bits are mixed."""
-    model = GenerativeConvNet(3, layers, generator=torch.Generator().manual_seed(0)).to(device)
-    with torch.no_grad():
-        for conv in model.convs:
-            conv.bias.normal_(0.0, 1.0)
-    return model
 
 
 def variants(model, steps, precisions, compile_baseline):
@@ -76,7 +45,7 @@ def main():
                         help="tritongcn's sampler precisions (the autograd loops stay float32); auto is "
                              "the default tritongcn.langevin uses on this machine")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd autograd loop")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.jsonl")))
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -103,13 +72,10 @@ def main():
             print(f"{n:>6} {size:>5} " + " ".join(
                 f"{rates[name]:>15.1f} ({rates[name] / base:4.2f}x)" if name in rates else f"{'-':>24}"
                 for name in names))
-            record = {"bench": "langevin", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                      "machine": machine_name(device), "torch": torch.__version__,
-                      "tritongcn": tritongcn.__version__, "device": str(device), "default_precision": default,
-                      "chains": n, "size": size, "steps": args.steps, "repeats": args.repeats,
-                      "chain_steps_per_s": rates, "ratio_to_autograd": {k: v / base for k, v in rates.items()}}
-            with open(args.out, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_results(args.out, "langevin", [{
+                "device": str(device), "default_precision": default, "chains": n, "size": size,
+                "steps": args.steps, "repeats": args.repeats, "chain_steps_per_s": rates,
+                "ratio_to_autograd": {k: v / base for k, v in rates.items()}}], device)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ allocated before the baseline and are not counted: every variant keeps them.
 """
 
 import argparse
-import datetime
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +32,8 @@ def _vm_kib(field: str) -> int:
 def measure(variant: str, chains: int, size: int, steps: int, device: str) -> int:
     """Bytes by which memory rises above its level before `steps` steps of `variant` (run in this process)."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_langevin import bench_model, variants
+    from bench_langevin import variants
+    from common import bench_model
 
     device = torch.device(device)
     model = bench_model(device)
@@ -68,9 +67,8 @@ def main():
         print(measure(args.child[0], int(args.child[1]), args.size, args.steps, args.device))
         return
 
-    from bench_langevin import machine_name
+    from common import append_results, machine_name
 
-    import tritongcn
     few, many = args.chains
     print(f"machine: {machine_name(torch.device(args.device))}; {args.size} px, {args.steps} steps; "
           f"memory above the chains, per chain (slope between {few} and {many} chains)")
@@ -94,12 +92,8 @@ def main():
         for variant, value in per_chain.items():
             print(f"{variant:>20}: {per_chain['autograd'] / value:.1f}x less than autograd" if value > 0 else
                   f"{variant:>20}: no measurable growth with the number of chains")
-    record = {"bench": "memory", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "machine": machine_name(torch.device(args.device)), "torch": torch.__version__,
-              "tritongcn": tritongcn.__version__, "device": args.device, "size": args.size, "steps": args.steps,
-              "chains": [few, many], "bytes_per_chain": per_chain}
-    with open(args.out, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_results(args.out, "memory", [{"device": args.device, "size": args.size, "steps": args.steps,
+                                         "chains": [few, many], "bytes_per_chain": per_chain}], args.device)
 
 
 if __name__ == "__main__":

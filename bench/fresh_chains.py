@@ -13,13 +13,8 @@ real crops' and random-phase noise's figures as horizontal lines.
 """
 
 import argparse
-import datetime
-import json
 from pathlib import Path
 
-import torch
-
-import tritongcn
 from tritongcn.chains import ChainBank, sampler_bank
 from tritongcn.config import LearnConfig
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
@@ -27,7 +22,7 @@ from tritongcn.checkpoints import load_checkpoint
 from tritongcn.images import load_image, preprocess
 from tritongcn.model import GenerativeConvNet
 
-from bench_langevin import cpu_name
+from common import append_results
 
 
 def curves(state, model, training, starts, steps, chains, seed=1):
@@ -103,14 +98,11 @@ def main():
     steps = sorted(int(s) for s in args.steps.split(","))
     results = curves(state, model, training, args.starts.split(","), steps, args.chains)
     label = args.label or args.model
-    record = {"bench": "fresh_chains", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "model": label, "texture": Path(args.texture).name, "cpu": cpu_name(), "torch": torch.__version__,
-              "tritongcn": tritongcn.__version__, "chains": args.chains,
+    append_results(args.out, "fresh_chains", [{
+              "model": label, "texture": Path(args.texture).name, "chains": args.chains,
               "curves": {start: [{"steps": s, **f["samples"]} for s, f in rows] for start, rows in results.items()},
               "real_crops": next(iter(results.values()))[0][1]["real_crops"],
-              "random_phase": next(iter(results.values()))[0][1]["random_phase"]}
-    with open(args.out, "a") as f:
-        f.write(json.dumps(record) + "\n")
+              "random_phase": next(iter(results.values()))[0][1]["random_phase"]}])
     if args.plot:
         plot(results, args.plot, f"{label}, {Path(args.texture).stem}")
 

@@ -41,7 +41,7 @@ from tritongcn.kernels.torus import torus_padding, wrap_pad
 from tritongcn.geometry import TEXTURE_LAYERS
 from tritongcn.profile import autograd_langevin
 
-from bench_langevin import bench_model
+from common import bench_model
 
 # ||out - ref|| / ||ref|| allowed per arithmetic: fp32 lands far under it, TF32 near 3e-4, bf16 operands
 # between 1e-3 and 1e-2.

@@ -14,20 +14,16 @@ Prints a table and appends JSON lines to bench/results.jsonl.
 """
 
 import argparse
-import datetime
-import json
 from pathlib import Path
 
 import torch
 
-import tritongcn
 from tritongcn.config import RELEASE, LearnConfig, image_sample_size
 from tritongcn.images import load_image, preprocess
 from tritongcn.learn import Learner, per_position_score
 from tritongcn.profile import median_seconds
 
-from bench_langevin import cpu_name
-from tune_recipe import _parse
+from common import RESULTS, append_results, learn_settings
 
 
 def _median_ms(fn, repeats):
@@ -60,12 +56,12 @@ def main():
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--recipe", choices=["default", "release"], default="default")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.jsonl")))
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     settings = {}
     if args.recipe == "release":  # as the release ran it here before: chains the training image's size
         settings = dict(RELEASE, chain_size=image_sample_size(224, 3))
-    settings.update(_parse(args.set))
+    settings.update(learn_settings(args.set))
     config = LearnConfig(**settings)
     training = preprocess(load_image(args.texture), config.image_size).unsqueeze(0)
     depths = range(1, config.layers + 1) if config.grow_layers else [config.layers]
@@ -78,13 +74,10 @@ def main():
         print(f"{args.recipe:<8}{depth:>6}{row['langevin_ms']:>10.0f}{row['weight_gradient_ms']:>9.0f}"
               f"{row['weight_gradient_float32_ms']:>8.0f}{row['update_ms']:>8.0f}{row['rest_ms']:>7.0f}"
               f"{row['iteration_ms']:>11.0f}")
-        record = {"bench": "profile_learn", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                  "cpu": cpu_name(), "torch": torch.__version__, "tritongcn": tritongcn.__version__,
+        append_results(args.out, "profile_learn", [{
                   "texture": Path(args.texture).name, "recipe": args.recipe, "settings": settings, "depth": depth,
                   "precision": learner.config.precision, "chains": config.chains,
-                  "chain_size": learner.config.chain_size, **{k: round(v, 1) for k, v in row.items()}}
-        with open(args.out, "a") as f:
-            f.write(json.dumps(record) + "\n")
+                  "chain_size": learner.config.chain_size, **{k: round(v, 1) for k, v in row.items()}}])
 
 
 if __name__ == "__main__":

@@ -10,10 +10,8 @@ the three sets there as contact sheets and as one tensor file, the learner's met
 """
 
 import argparse
-import datetime
 import json
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -24,22 +22,10 @@ from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 from tritongcn.figures import contact_sheet
 from tritongcn.images import load_image, preprocess, save_png
 
-from bench_langevin import cpu_name
+from common import append_results, learn_settings
 
 FRESH_CHAINS = 4  # as many as `tritongcn learn` draws
 LONGER = 4  # the new chains are scored again after this many times their default steps
-
-
-def _parse(assignments):
-    types = {f.name: f.type for f in fields(LearnConfig)}
-    out = {}
-    for item in assignments:
-        name, _, value = item.partition("=")
-        if name not in types:
-            raise SystemExit(f"unknown setting {name!r}: choose from {', '.join(types)}")
-        kind = types[name]
-        out[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-    return out
 
 
 def main():
@@ -52,7 +38,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    overrides = _parse(args.set)
+    overrides = learn_settings(args.set)
     config = LearnConfig(**overrides)
     training = preprocess(load_image(args.texture), config.image_size)
     learner = tritongcn.Learner.from_images(training.unsqueeze(0), config)
@@ -80,14 +66,11 @@ def main():
         (args.images / f"{tag}.metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         from tritongcn.checkpoints import save_checkpoint
         save_checkpoint(learner.state_dict(), args.images / f"{tag}.model.pt")
-    record = {"bench": "tune_recipe", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "texture": Path(args.texture).name, "settings": overrides, "threads": args.threads,
-              "cpu": cpu_name(), "torch": torch.__version__, "tritongcn": tritongcn.__version__,
+    record = {"texture": Path(args.texture).name, "settings": overrides, "threads": args.threads,
               "seconds": round(seconds, 1), "sample_seconds": round(sample_seconds, 1),
               "eval": {k: figures[k] for k in (*sets, "real_crops", "random_phase")}}
     print(json.dumps(record))
-    with open(args.out, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_results(args.out, "tune_recipe", [record])
 
 
 if __name__ == "__main__":

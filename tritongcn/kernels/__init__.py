@@ -14,7 +14,8 @@ from .bitmask import mask_shape, pack_mask, unpack_mask
 from .conv_relu_mask import conv_relu_mask_torch
 from .langevin_update import langevin_update_torch
 from .launch import interpreting
-from .masked_conv_transpose import conv_output_shape, masked_conv_transpose_torch
+from .masked_conv_transpose import masked_conv_transpose_torch
+from .torus import conv_output_shape
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -35,7 +36,8 @@ def resolve_backend(backend: str, device=None) -> str:
         return "triton" if device.type == "cuda" and triton_available() else "torch"
     if backend == "triton":
         if not triton_available():
-            raise ValueError("backend 'triton' needs the triton package (pip install triton; Linux only)")
+            raise ValueError("backend 'triton' needs the triton package (pip install triton, or the "
+                             "tritongcn[triton] extra; Linux only)")
         if device.type != "cuda" and not interpreting():
             raise ValueError(f"backend 'triton' runs on CUDA tensors, not {device.type}; on the CPU it needs "
                              "TRITON_INTERPRET=1 (slow, for tests): use backend 'torch' or 'auto' there")

@@ -27,8 +27,7 @@ import triton.language as tl
 from .bitmask import mask_shape
 from .launch import (LAYOUTS, ROW_BLOCK, ROWS_BELOW_CHANNELS, activation_format, channel_block, dot_precision,
                      gemm_blocks, strides4)
-from .masked_conv_transpose import conv_output_shape
-from .torus import torus_padding
+from .torus import conv_output_shape, torus_padding
 
 
 @triton.jit

@@ -7,20 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .bitmask import unpack_mask
-from .torus import check_torus, torus_padding, wrap_pad_adjoint
-
-
-def conv_output_shape(input_shape, w_shape, stride, padding, periodic=False) -> tuple:
-    """(N, K, Ho, Wo) of conv2d over an input of `input_shape` with weights of `w_shape`.
-
-    A periodic layer (a convolution on the torus, see torus.py) has size / stride outputs per side.
-    """
-    n, _, h, wd = input_shape
-    k, _, kh, kw = w_shape
-    if periodic:
-        check_torus(input_shape, kh, stride)
-        return (n, k, h // stride, wd // stride)
-    return (n, k, (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1)
+from .torus import conv_output_shape, torus_padding, wrap_pad_adjoint
 
 
 def conv_input_gradient(g, w, stride, padding, input_shape):

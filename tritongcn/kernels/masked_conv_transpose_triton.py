@@ -27,8 +27,7 @@ from .bitmask import mask_shape
 from .conv_relu_mask_triton import wrap_or_bound
 from .launch import (LAYOUTS, activation_format, channel_block, dot_precision, gemm_blocks, interpreting,
                      next_power_of_2, strides4)
-from .masked_conv_transpose import conv_output_shape
-from .torus import torus_padding
+from .torus import conv_output_shape, torus_padding
 
 
 @triton.jit

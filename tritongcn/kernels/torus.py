@@ -1,4 +1,5 @@
-"""Convolutions on the torus: circular padding of k - s pixels and its adjoint (the torch path's helpers).
+"""Convolutions on the torus: circular padding of k - s pixels and its adjoint (the torch path's helpers),
+and the output shape rule of a layer on the torus or with zero padding, which both backends share.
 
 A layer with `periodic=True` wraps the image around instead of zero padding it: k - s pixels of circular
 padding in all (`torus_padding`) give exactly size / s outputs, every pixel is seen by the same number of
@@ -51,3 +52,16 @@ def wrap_pad_adjoint(g: torch.Tensor, before: int, after: int) -> torch.Tensor:
     if after:
         out[..., :after] += rows[..., before + w:]
     return out
+
+
+def conv_output_shape(input_shape, w_shape, stride, padding, periodic=False) -> tuple:
+    """(N, K, Ho, Wo) of conv2d over an input of `input_shape` with weights of `w_shape`.
+
+    A periodic layer (a convolution on the torus, see torus.py) has size / stride outputs per side.
+    """
+    n, _, h, wd = input_shape
+    k, _, kh, kw = w_shape
+    if periodic:
+        check_torus(input_shape, kh, stride)
+        return (n, k, h // stride, wd // stride)
+    return (n, k, (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1)
