@@ -108,8 +108,10 @@ def test_langevin_update_is_the_formula_with_reproducible_noise():
     eps, sigma = 0.3, 2.0
     new = langevin_update(x, grad, eps, sigma, seed=7, offset=11, backend="torch")
     z = chain_noise_torch(x.shape, seed=7, offset=11)
-    assert_close(new, x.double() - eps**2 / 2 * (x.double() / sigma**2 - grad.double()) + eps * z.double(), reduce_dim=3,
-                 scale=x.abs().max())
+    drift = x.double() - eps**2 / 2 * (x.double() / sigma**2 - grad.double())
+    assert_close(new, drift + eps * z.double(), reduce_dim=3, scale=x.abs().max())
+    hot = langevin_update(x, grad, eps, sigma, seed=7, offset=11, backend="torch", temperature=4.0)
+    assert_close(hot, drift + 2 * eps * z.double(), reduce_dim=3, scale=x.abs().max())  # twice the noise
     assert torch.equal(new, langevin_update(x, grad, eps, sigma, seed=7, offset=11))
     assert not torch.equal(new, langevin_update(x, grad, eps, sigma, seed=8, offset=11))
     assert not torch.equal(new, langevin_update(x, grad, eps, sigma, seed=7, offset=12))

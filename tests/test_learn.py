@@ -379,6 +379,18 @@ def test_the_finish_learns_on_new_chains_drawn_as_sample_draws_them():
         next(runs)
 
 
+def test_tempered_learning_chains_and_a_finish_at_the_models_temperature():
+    config = LearnConfig(**{**TINY, "layers": 1, "finish_iterations": 2}, temperature=4.0)
+    learner = Learner(stripes(), config)
+    temperatures, advance = [], learner.bank.advance
+    learner.bank.advance = lambda steps, progress=None, noise=True, temperature=1.0: (
+        temperatures.append(temperature), advance(steps, progress, noise, temperature))
+    list(learner.run())
+    assert temperatures == [4.0] * 3 + [1.0] * 2  # 3 learning iterations, then the finish's new samples
+    with pytest.raises(ValueError, match="temperature"):
+        LearnConfig(temperature=-1.0).check()
+
+
 def test_contrastive_divergence_and_the_release_have_no_finish():
     assert Learner.finish_iterations(LearnConfig(**RELEASE)) == 0
     assert Learner.finish_iterations(LearnConfig(cd_steps=1)) == 0

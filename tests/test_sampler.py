@@ -63,3 +63,17 @@ def test_chains_advanced_in_chunks_equal_one_batch():
 def test_chain_start_outside_the_bank_is_refused():
     with pytest.raises(ValueError, match="do not fit"):
         langevin(_dead_net(), torch.zeros(3, 1, 8, 8), 1, 0.3, 1.0, chain_start=2, total_chains=4)
+
+
+def test_temperature_scales_the_noise_variance_and_nothing_else():
+    # With B = 0 the chain is x <- a x + eps sqrt(T) Z: the stationary variance is T times the model's,
+    # and the same noise counters give exactly sqrt(T) times the excursion.
+    eps, sigma, steps = 1.0, 1.0, 12  # a^24 = 6e-8: stationary
+    runs = {t: langevin(_dead_net(), torch.zeros(64, 1, 16, 16), steps, eps, sigma, seed=3, backend="torch",
+                        precision="float32", temperature=t).double() for t in (1.0, 4.0)}
+    torch.testing.assert_close(runs[4.0], 2 * runs[1.0])
+    a = 1 - eps**2 / (2 * sigma**2)
+    n = runs[4.0].numel()
+    assert abs(runs[4.0].var().item() / (4 * eps**2 / (1 - a**2)) - 1) < 5 * (2 / n) ** 0.5
+    with pytest.raises(ValueError, match="temperature"):
+        langevin(_dead_net(), torch.zeros(1, 1, 8, 8), 1, eps, sigma, temperature=0.0)

@@ -117,6 +117,8 @@ def test_langevin_update_is_the_formula_with_the_kernels_noise():
     expected = x.double() - eps**2 / 2 * (x.double() / sigma**2 - grad.double()) + eps * z.double()
     assert_close(new, expected, reduce_dim=3, scale=x.abs().max())
     assert torch.equal(new, langevin_update(x, grad, eps, sigma, seed=7, offset=11, backend=TRITON))
+    hot = langevin_update(x, grad, eps, sigma, seed=7, offset=11, backend=TRITON, temperature=4.0)
+    assert_close(hot, expected + eps * z.double(), reduce_dim=3, scale=x.abs().max())  # twice the noise
     assert not torch.equal(new, langevin_update(x, grad, eps, sigma, seed=8, offset=11, backend=TRITON))
     assert not torch.equal(new, langevin_update(x, grad, eps, sigma, seed=7, offset=12, backend=TRITON))
     inplace = x.clone()

@@ -179,9 +179,10 @@ class ChainBank:
             start = end
 
     @torch.no_grad()
-    def advance(self, steps: int, progress=None, noise: bool = True) -> None:
+    def advance(self, steps: int, progress=None, noise: bool = True, temperature: float = 1.0) -> None:
         """Move every chain `steps` Langevin steps; `progress(chains_done)` is called after each chunk.
-        `noise=False`: steps without the noise term, a deterministic descent (see `langevin`)."""
+        `noise=False`: steps without the noise term, a deterministic descent; `temperature`: the noise's
+        variance as a multiple of the model's (see `langevin`)."""
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         if steps == 0:
@@ -196,7 +197,7 @@ class ChainBank:
                                                   chain_start=self.first_chain + start,
                                                   total_chains=self.total_chains, precision=self.precision,
                                                   bounds=self.bounds, known=self._known_slice(start, stop),
-                                                  noise=noise)
+                                                  noise=noise, temperature=temperature)
                 except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
                     if not _out_of_memory(err):
                         raise

@@ -113,6 +113,11 @@ def _preset_help(name: str, text: str) -> str:
               help=_preset_help("step_size", "Langevin step size eps, on the [0, 255] pixel scale."))
 @click.option("--sigma", type=float, default=DEFAULTS["sigma"], show_default=True, callback=_positive_float,
               help="Standard deviation of the Gaussian reference distribution.")
+@click.option("--temperature", type=float, default=DEFAULTS["temperature"], show_default=True,
+              callback=_positive_float,
+              help="The learning chains' noise variance as a multiple of the model's (the finish and new "
+                   "samples keep 1). Above 1 they leave a mode more easily: 4 kept the bundled wood from "
+                   "running away (README, When things go wrong).")
 @click.option("--iterations", type=click.IntRange(1, 10**7), default=None,
               help=_preset_help("iterations", "Weight updates per grown layer (in all with --cd)."))
 @click.option("--start", type=click.Choice(STARTS), default=None,
@@ -149,7 +154,7 @@ def _preset_help(name: str, text: str) -> str:
 @hole_option
 @overwrite_option
 def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_size, chains, langevin_steps,
-          step_size, sigma, iterations, start, sample_steps, finish_iterations, layers, lr, seed, periodic, device,
+          step_size, sigma, temperature, iterations, start, sample_steps, finish_iterations, layers, lr, seed, periodic, device,
           precision, cd_steps, checkpoint_every, resume, mask, hole, overwrite):
     """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE), then draw new samples from it as
     `tritongcn sample` does, and write them, a grid, metrics, the first layer's filters and the model
@@ -165,6 +170,7 @@ def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_si
 
     settings = dict(model=model_kind, image_size=image_size, sample_size=sample_size, chain_size=chain_size,
                     chains=chains, langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
+                    temperature=temperature,
                     iterations=iterations, start=start, sample_steps=sample_steps,
                     finish_iterations=finish_iterations, layers=layers, lr=lr,
                     seed=seed, periodic=periodic, precision=precision, cd_steps=cd_steps)

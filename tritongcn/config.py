@@ -49,6 +49,9 @@ class LearnConfig:
     # quadratic of curvature 1/sigma^2, so a step closes eps^2 / (2 sigma^2) of the way to the piece's
     # mode: half of it at eps = 1, 4.5 % at 0.3; the update stays stable below eps = 2 sigma.
     step_size: float = 1.0
+    # The learning chains' noise variance as a multiple of the model's (the finish and new samples stay at
+    # 1): above 1 they sample p^(1/T) and leave a ReLU piece's mode more easily (learn.Learner.step).
+    temperature: float = 1.0
     sigma: float = 1.0  # reference Gaussian's standard deviation (release: 1)
     iterations: int = 300  # weight updates per grown layer (all layers at once: in all)
     layers: int = 3  # layers of the net
@@ -108,7 +111,7 @@ class LearnConfig:
         for name in ("sample_size", "chain_size", "lifetime", "persistent_chains", "finish_iterations"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: the default rule), got {getattr(self, name)}")
-        for name in ("step_size", "sigma", "lr", "clip"):
+        for name in ("step_size", "sigma", "lr", "clip", "temperature"):
             value = float(getattr(self, name))
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value}")

@@ -452,7 +452,10 @@ class Learner:
             self.bank.x.copy_(self.restart)  # the step counters run on, so no noise is drawn twice
         else:
             self.bank.restart(self._chains_to_restart())
-        self.bank.advance(c.cd_steps or (c.finish_langevin_steps if self.finishing else c.langevin_steps))
+        # Tempered learning chains (`temperature`) explore; the finish's are new samples, drawn as `sample`
+        # draws them.
+        self.bank.advance(c.cd_steps or (c.finish_langevin_steps if self.finishing else c.langevin_steps),
+                          temperature=1.0 if self.finishing or c.cd_steps else c.temperature)
         # Chains that left the float range: counted here, judged after the all-reduce so that every
         # process stops at the same iteration.
         lost_chains = (~torch.isfinite(self.chains.flatten(1)).all(dim=1)).sum().float()

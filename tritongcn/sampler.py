@@ -10,7 +10,8 @@ from .precision import resolve_precision
 def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float, seed: int = 0,
              backend: str = "auto", first_step: int = 0, boundary: str = "zero", chain_start: int = 0,
              total_chains: int | None = None, precision: str = "auto",
-             bounds: tuple | None = None, known: tuple | None = None, noise: bool = True) -> torch.Tensor:
+             bounds: tuple | None = None, known: tuple | None = None, noise: bool = True,
+             temperature: float = 1.0) -> torch.Tensor:
     """Advance the chains `x` (N, C, H, W) by `steps` Langevin steps and return them (x is not modified).
 
     Noise counters: step t of chain n (of `total_chains`, default N) starts at
@@ -31,7 +32,9 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     the same whether the known ones move or not, so this is exact Langevin dynamics of p(unknown | known).
     `noise=False` drops the noise term: each step then descends the energy deterministically, closing
     step_size^2 / (2 sigma^2) of the way to the mode of the current ReLU piece (a sample's last steps, to
-    leave no residual noise in it).
+    leave no residual noise in it). `temperature` T scales the noise's variance: the chains then sample
+    p(I)^(1/T), a flatter landscape whose modes they leave more easily (the learner's tempered chains,
+    `LearnConfig.temperature`); 1 is the model itself.
     """
     if steps < 0 or step_size <= 0 or sigma <= 0:
         raise ValueError("langevin needs steps >= 0, step_size > 0 and sigma > 0")
@@ -53,7 +56,8 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
         grad_f = model.grad_input(x, backend=backend, boundary=boundary, precision=precision)
         if noise:
             offset = (t * total_chains + chain_start) * chain_numel
-            langevin_update(x, grad_f, step_size, sigma, seed, offset=offset, out=x, backend=backend)
+            langevin_update(x, grad_f, step_size, sigma, seed, offset=offset, out=x, backend=backend,
+                            temperature=temperature)
         else:
             x.mul_(1.0 - half_step / (sigma * sigma)).add_(grad_f, alpha=half_step)
         if bounds is not None:

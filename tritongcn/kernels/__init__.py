@@ -77,12 +77,15 @@ def masked_conv_transpose(g, mask, w, stride=1, padding=0, input_shape=None, per
     return masked_conv_transpose_torch(g, mask, w, stride, padding, input_shape, periodic, g_gated, gate_output)
 
 
-def langevin_update(x, grad_f, step_size, sigma, seed, offset=0, out=None, backend="auto"):
-    """x - step_size^2/2 (x / sigma^2 - grad_f) + step_size Z, with Z drawn from (seed, offset + element).
+def langevin_update(x, grad_f, step_size, sigma, seed, offset=0, out=None, backend="auto", temperature=1.0):
+    """x - step_size^2/2 (x / sigma^2 - grad_f) + step_size sqrt(temperature) Z, with Z drawn from (seed,
+    offset + element): Langevin dynamics of p(x)^(1 / temperature), 1 being p itself.
 
     The result goes to `out` when given (it may be `x`: the chains advance in place), else to a new tensor.
     """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     if resolve_backend(backend, x.device) == "triton":
         from .langevin_update_triton import langevin_update_triton
-        return langevin_update_triton(x, grad_f, step_size, sigma, seed, offset, out)
-    return langevin_update_torch(x, grad_f, step_size, sigma, seed, offset, out)
+        return langevin_update_triton(x, grad_f, step_size, sigma, seed, offset, out, temperature)
+    return langevin_update_torch(x, grad_f, step_size, sigma, seed, offset, out, temperature)

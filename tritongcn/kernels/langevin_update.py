@@ -10,6 +10,8 @@ generator per chain by its first counter, so equal counters give equal noise on 
 device, and offsets that are not multiples of the chain size give unrelated noise, not shifted noise.
 """
 
+import math
+
 import torch
 
 _MASK64 = (1 << 64) - 1
@@ -43,13 +45,14 @@ def chain_noise_torch(shape, seed: int, offset: int, dtype=torch.float32, device
     return out
 
 
-def langevin_update_torch(x, grad_f, step_size, sigma, seed, offset=0, out=None):
+def langevin_update_torch(x, grad_f, step_size, sigma, seed, offset=0, out=None, temperature=1.0):
     """Reference and CPU path, into `out` (which may be `x`) or a new tensor.
 
-    The step is written as x (1 - step_size^2 / (2 sigma^2)) + step_size^2 / 2 grad_f + step_size Z and
-    accumulated into the result in place: three passes over the chains and no temporary but the noise.
+    The step is written as x (1 - step_size^2 / (2 sigma^2)) + step_size^2 / 2 grad_f + step_size
+    sqrt(temperature) Z and accumulated into the result in place: three passes over the chains and no
+    temporary but the noise.
     """
     z = chain_noise_torch(x.shape, seed, offset, dtype=x.dtype, device=x.device)
     half_step = 0.5 * step_size * step_size
     out = torch.mul(x, 1.0 - half_step / (sigma * sigma), out=out)
-    return out.add_(grad_f, alpha=half_step).add_(z, alpha=step_size)
+    return out.add_(grad_f, alpha=half_step).add_(z, alpha=step_size * math.sqrt(temperature))

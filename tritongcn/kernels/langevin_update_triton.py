@@ -1,11 +1,14 @@
 """Triton kernel: one fused Langevin step with the noise drawn in the kernel.
 
-    x <- x - step_size^2 / 2 * (x / sigma^2 - grad_f) + step_size * Z,   Z = randn(seed, offset + e)
+    x <- x - step_size^2 / 2 * (x / sigma^2 - grad_f) + step_size * sqrt(temperature) * Z,
+    Z = randn(seed, offset + e)
 
 One read of x and grad_f and one write per element; Z comes from Philox keyed by the seed and the element's
 counter (64-bit, so banks of thousands of chains run for millions of steps without reusing noise), and no
 noise tensor is ever allocated.
 """
+
+import math
 
 import torch
 import triton
@@ -16,14 +19,14 @@ _SEED_BITS = (1 << 63) - 1
 
 
 @triton.jit
-def _langevin_update_kernel(x_ptr, grad_ptr, out_ptr, numel, seed, offset, half_step2, inv_sigma2, step,
+def _langevin_update_kernel(x_ptr, grad_ptr, out_ptr, numel, seed, offset, half_step2, inv_sigma2, noise_scale,
                             BLOCK: tl.constexpr):
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = idx < numel
     x = tl.load(x_ptr + idx, mask=ok, other=0.0).to(tl.float32)
     grad = tl.load(grad_ptr + idx, mask=ok, other=0.0).to(tl.float32)
     z = tl.randn(seed, offset + idx)  # the counter is 64-bit because idx is
-    out = x - half_step2 * (x * inv_sigma2 - grad) + step * z
+    out = x - half_step2 * (x * inv_sigma2 - grad) + noise_scale * z
     tl.store(out_ptr + idx, out.to(out_ptr.dtype.element_ty), mask=ok)
 
 
@@ -33,7 +36,7 @@ def _randn_kernel(out_ptr, numel, seed, offset, BLOCK: tl.constexpr):
     tl.store(out_ptr + idx, tl.randn(seed, offset + idx), mask=idx < numel)
 
 
-def langevin_update_triton(x, grad_f, step_size, sigma, seed, offset=0, out=None):
+def langevin_update_triton(x, grad_f, step_size, sigma, seed, offset=0, out=None, temperature=1.0):
     """The fused step; `out` may be `x` itself (each element is read before it is written)."""
     if grad_f.shape != x.shape:
         raise ValueError(f"grad_f of shape {tuple(grad_f.shape)} for chains of shape {tuple(x.shape)}")
@@ -44,7 +47,7 @@ def langevin_update_triton(x, grad_f, step_size, sigma, seed, offset=0, out=None
     if numel:
         _langevin_update_kernel[(triton.cdiv(numel, BLOCK),)](
             x, grad_f, out, numel, int(seed) & _SEED_BITS, int(offset), 0.5 * step_size * step_size,
-            1.0 / (sigma * sigma), float(step_size), BLOCK=BLOCK)
+            1.0 / (sigma * sigma), float(step_size) * math.sqrt(temperature), BLOCK=BLOCK)
     return out
 
 

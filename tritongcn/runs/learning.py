@@ -288,7 +288,8 @@ def settings_line(config: LearnConfig) -> str:
         chains = f"{config.cd_steps}-step contrastive divergence"
     else:
         chains = (f"{config.chains} chains of {config.chain_size} px from {config.start}, "
-                  f"{config.langevin_steps} Langevin steps of {config.step_size:g} per update")
+                  f"{config.langevin_steps} Langevin steps of {config.step_size:g} per update"
+                  + (f" at temperature {config.temperature:g}" if config.temperature != 1 else ""))
     optimizer = config.optimizer + (" (steps halved on reversal)" if Learner.damps(config) else "")
     finish = Learner.finish_iterations(config)
     finish = (f"; then {finish} updates on new chains, {config.finish_langevin_steps} steps each"
