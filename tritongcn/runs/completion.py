@@ -1,7 +1,6 @@
 """`tritongcn complete` and `tritongcn expand` as runs: an image's unknown pixels sampled given the rest,
 by a model given or learned first from the image's known pixels."""
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +96,7 @@ def expand(run: ExpandRun, report: Reporter | None = None) -> Path:
     and expand.json to the output folder, and return it."""
     from ..completion import canvas
     from ..config import stride_multiple
-    from ..geometry import TEXTURE_LAYERS
+    from ..geometry import TEXTURE_LAYERS, total_stride
 
     report = report or Reporter()
     s = run.settings
@@ -108,8 +107,7 @@ def expand(run: ExpandRun, report: Reporter | None = None) -> Path:
         raise RunError(f"{width}x{height} is smaller than the image ({image.shape[2]}x{image.shape[1]}"
                        f"{' after --image-size' if s.image_size else ''}): nothing to grow", option="--size")
     if run.periodic:  # the stride of the model given, or of the texture net learned
-        stride = load_model(s.model_path)[1].total_stride() if s.model_path else math.prod(
-            layer.stride for layer in TEXTURE_LAYERS)
+        stride = load_model(s.model_path)[1].total_stride() if s.model_path else total_stride(TEXTURE_LAYERS)
         if width % stride or height % stride:
             width, height = stride_multiple(width, stride), stride_multiple(height, stride)
             report.say(f"a periodic canvas needs sides that are multiples of {stride}: expanding to {width}x{height}")
