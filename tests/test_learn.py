@@ -217,17 +217,17 @@ def test_the_runaway_guard_fires_on_a_climb_and_not_on_a_healthy_layer():
 
     guard = RunawayGuard()
     healthy = [1000 * (1 + 0.2 * (i % 3)) + 10 * i for i in range(1, 200)]  # noisy, slowly rising
-    assert not any(guard.ran_away(i, f) for i, f in enumerate(healthy, 1))
+    assert not any(guard.ran_away(f) for f in healthy)
     guard.reset()
     climbing = [5000.0] * 40 + [5000.0 * 1.2 ** k for k in range(1, 20)]
-    fired = [i for i, f in enumerate(climbing, 1) if guard.ran_away(i, f)]
+    fired = [i for i, f in enumerate(climbing, 1) if guard.ran_away(f)]
     assert fired[0] == 44  # 5000 x 1.2^4, the first score past twice the median of the 20 before it
     guard.reset()
     early = [100.0] * 25 + [1e6]  # the first iterations of a layer swing: not judged
-    assert not any(guard.ran_away(i, f) for i, f in enumerate(early, 1))
+    assert not any(guard.ran_away(f) for f in early)
     guard.reset()
     creeping = [1000.0] * 60 + [1000.0 * 1.03 ** k for k in range(1, 60)]  # 1.8x per 20: no jump
-    fired = [i for i, f in enumerate(creeping, 1) if guard.ran_away(i, f)]
+    fired = [i for i, f in enumerate(creeping, 1) if guard.ran_away(f)]
     assert fired[0] == 98  # 1000 x 1.03^38, the first past three times the layer's early level
 
 
@@ -242,7 +242,7 @@ def test_a_runaway_goes_back_to_kept_weights_with_new_chains_and_ends_the_layer(
     kept_at, kept = learner.guard.snapshots[0]
     assert kept_at == 10 and len(learner.guard.snapshots) == RunawayGuard.KEPT  # at 10, 20 and 30
     steps_before = learner.bank.steps.clone()
-    learner.guard.ran_away = lambda iteration, f_obs: True  # as if the data's score had climbed
+    learner.guard.ran_away = lambda f_obs: 5.0  # as if the data's score had climbed
     learner.guard.recent = [1.0] * 21
     record = next(runs)
     assert record["runaway"] == 1 and record["from_iteration"] == 10 and record["grad_norm"] == 0.0
@@ -256,7 +256,7 @@ def test_a_runaway_goes_back_to_kept_weights_with_new_chains_and_ends_the_layer(
     assert record["layer"] == 2 and record["iteration"] == 1 and "runaway" not in record
     for _ in range(40):  # into layer 2, which runs away too: the last layer, so the finish follows
         next(runs)
-    learner.guard.ran_away = lambda iteration, f_obs: True
+    learner.guard.ran_away = lambda f_obs: 5.0
     learner.guard.recent = [1.0] * 21
     record = next(runs)
     assert record["runaway"] == 2 and record["iteration"] == 60 and learner.finishing
@@ -264,6 +264,24 @@ def test_a_runaway_goes_back_to_kept_weights_with_new_chains_and_ends_the_layer(
     record = next(runs)  # and a runaway in the finish ends the run
     assert record["runaway"] == 2 and record["iteration"] == 100 and record["skipped"] == 39
     assert next(runs, None) is None
+
+
+def test_the_learning_watch_says_what_happened_once():
+    from tritongcn.runs.learning import LearningWatch
+
+    watch = LearningWatch(iterations=60)
+    calm = {"layer": 3, "iteration": 5, "gap": 1.0, "f_obs": 100.0}
+    in_layer = watch({**calm, "iteration": 55, "runaway": 3, "from_iteration": 30, "growth": 3.1, "skipped": 5})
+    assert in_layer == ["the training image's score ran away from the chains' in layer 3 (3.1 times its recent "
+                        "level): back to the weights of its iteration 30, which end it (5 iterations skipped)"]
+    [ended] = watch({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
+    assert "in the finish" in ended and ended.endswith("which end it (20 iterations skipped)")
+    [regrown] = watch({**calm, "regrown": 2, "step_scale": 0.5})
+    assert regrown.startswith("layer 2 went silent") and "0.5 of the step" in regrown
+    watch = LearningWatch(iterations=60)
+    swinging = [watch({**calm, "gap": 50.0 * (-1) ** i}) for i in range(30)]
+    assert [i for i, said in enumerate(swinging) if said] == [LearningWatch.WINDOW - 1]  # once, when seen
+    assert "swings between -50 and +50" in swinging[LearningWatch.WINDOW - 1][0]
 
 
 def test_chains_restart_on_a_staggered_schedule():

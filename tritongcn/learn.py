@@ -86,11 +86,12 @@ class RunawayGuard:
     """Watches the data's score per position, layer by layer, for a runaway: the weights growing without
     bound while the chains fall behind them, so the data's score climbs on to 1e6 and beyond (seen on
     water, brick and wood learned from the known pixels around a hole, and on wood learned at its own
-    152 px). Two signs, past the layer's first `SETTLE` iterations: a jump to `GROWTH` times the median of
-    the last `WINDOW` iterations, or a slower climb to `LAYER_GROWTH` times the layer's early level (the
-    median of its `WINDOW` iterations after `SETTLE`). Healthy runs of every recipe measured stayed below
-    1.23 and 2.2 times those. It keeps the active weights as they were every `EVERY` iterations, so that
-    the learner can go back to before the climb and end the layer there (`Learner._rescue_runaway`).
+    152 px). Two signs, past the first `SETTLE` iterations since a new layer or a rescue: a jump to `GROWTH`
+    times the median of the last `WINDOW` iterations, or a slower climb to `LAYER_GROWTH` times the early
+    level (the median of the `WINDOW` iterations after `SETTLE`, measured again after a rescue). Healthy
+    runs of every recipe measured stayed below 1.23 and 2.2 times those. It keeps the active weights as
+    they were every `EVERY` iterations, so that the learner can go back to before the climb
+    (`Learner._rescue_runaway`).
     """
 
     WINDOW, GROWTH, LAYER_GROWTH, SETTLE, EVERY, KEPT = 20, 2.0, 3.0, 30, 10, 3
@@ -100,21 +101,21 @@ class RunawayGuard:
 
     def reset(self) -> None:
         """A new layer, or a rescue: the history starts again."""
-        self.recent, self.early, self.snapshots = [], [], []  # (iteration, weights) oldest first
+        self.seen, self.recent, self.early, self.snapshots = 0, [], [], []  # (iteration, weights) oldest first
 
     @staticmethod
     def _median(values) -> float:
         return sorted(values)[len(values) // 2] if values else 0.0
 
-    def ran_away(self, iteration: int, f_obs: float) -> float:
+    def ran_away(self, f_obs: float) -> float:
         """How many times the level it left the data's score has climbed to, if it ran away at this
-        iteration of the layer; 0.0 if it did not."""
+        iteration; 0.0 if it did not."""
         window = self.recent[-self.WINDOW:]
         level, early = self._median(window), self._median(self.early)
-        self.recent = window + [f_obs]
-        if self.SETTLE < iteration <= self.SETTLE + self.WINDOW:
+        self.recent, self.seen = window + [f_obs], self.seen + 1
+        if self.SETTLE < self.seen <= self.SETTLE + self.WINDOW:
             self.early.append(f_obs)
-        if iteration <= self.SETTLE:
+        if self.seen <= self.SETTLE:
             return 0.0
         if len(window) == self.WINDOW and level > 0 and f_obs > self.GROWTH * level:
             return f_obs / level
@@ -128,11 +129,12 @@ class RunawayGuard:
             self.snapshots = (self.snapshots + [(iteration, [p.detach().clone() for p in params])])[-self.KEPT:]
 
     def state_dict(self) -> dict:
-        return {"recent": list(self.recent), "early": list(self.early),
+        return {"seen": self.seen, "recent": list(self.recent), "early": list(self.early),
                 "snapshots": [(i, [p.cpu() for p in ps]) for i, ps in self.snapshots]}
 
     def load_state_dict(self, state: dict, device) -> None:
         self.recent, self.early = list(state["recent"]), list(state["early"])
+        self.seen = int(state.get("seen", len(self.recent)))
         self.snapshots = [(i, [p.to(device) for p in ps]) for i, ps in state["snapshots"]]
 
 
@@ -494,7 +496,7 @@ class Learner:
         if not (torch.isfinite(f_obs) and torch.isfinite(f_syn)):
             raise FloatingPointError(f"learning diverged {where}: the scores are no longer finite; lower --lr "
                                      f"(now {c.lr:g}) or --step-size (now {c.step_size:g})")
-        growth = self.guard.ran_away(self.iteration + 1, f_obs.item())
+        growth = self.guard.ran_away(f_obs.item())
         if growth:
             record.update(self._rescue_runaway(growth))
             return self._record(f_obs, f_syn, 0.0, active_obs, active_syn, record, start)
@@ -590,7 +592,9 @@ class Learner:
         from the start (they followed the weights away), and end the layer there: the next layer, or for
         the last one the finish, follows (a runaway in the finish ends the run). Halving the step and
         learning on did not help: water, brick and wood learned around a hole ran away again within 30 to 60
-        iterations each time. Describes it for the record (`growth`: the guard's), with the iterations skipped."""
+        iterations each time; nor did learning on with the learning chains at 4 times the temperature (wood,
+        whole image: its finish ran away). Describes it for the record (`growth`: the guard's), with the
+        iterations skipped."""
         back_to, weights = self.guard.snapshots[0] if self.guard.snapshots else (0, self.layer_start)
         for p, before in zip(self.model.active_parameters(), weights):
             p.copy_(before)
