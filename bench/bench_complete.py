@@ -2,11 +2,11 @@
 the rest of the image, and by `cv2.inpaint` (Telea), scored on the filled region and on its seam.
 
     python bench/bench_complete.py TEXTURE... [--holes 32,64,96] [--chains 4] [--image-size 224]
-                                   [--work DIR] [--picture PNG]
+                                   [--work DIR] [--picture PNG] [--set NAME=VALUE ...]
 
 Each texture is preprocessed as `tritongcn learn` does (shorter side to --image-size, centred square).
 Square holes of each size are centred in it. One model per texture is learned with the default recipe
-from the image with the largest hole unknown (`learn --hole`), so it never sees the content of any hole;
+(or with --set's changes to it) from the image with the largest hole unknown (`learn --hole`), so it never sees the content of any hole;
 it then completes each hole (`tritongcn.completion.complete`, --chains samples, the model's 300 Langevin
 steps and 10 noise-free ones). OpenCV's Telea inpainting (radius 5) fills the same holes.
 
@@ -39,7 +39,7 @@ from tritongcn.runs import LearnRun, Reporter, learn
 from tritongcn.runs.common import load_model
 from tritongcn.config import LearnConfig
 
-from common import RESULTS, append_results, machine_name
+from common import RESULTS, append_results, learn_settings, machine_name
 
 
 def _side_pairs(x: torch.Tensor, top: int, left: int, size: int, offset: int) -> torch.Tensor:
@@ -82,9 +82,12 @@ def main():
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--work", type=Path, default=Path("runs/bench_complete"))
     parser.add_argument("--picture", type=Path, default=None)
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="LearnConfig settings of the models learned (`--set temperature=4`)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     holes = sorted(int(h) for h in args.holes.split(","))
+    settings = learn_settings(args.set)
     quiet = Reporter(say=lambda message: None, warn=lambda message: None)
     rows, panels = [], []
     for texture in args.textures:
@@ -100,7 +103,7 @@ def main():
         timing = work / "learn_seconds.txt"  # a model learned by an earlier run is used again, with its time
         if not (model_dir / "model.pt").exists():
             start = time.perf_counter()
-            learn(LearnRun(square, model_dir, hole=(left, top, side, side)), quiet)
+            learn(LearnRun(square, model_dir, settings=settings, hole=(left, top, side, side)), quiet)
             timing.write_text(f"{time.perf_counter() - start:.1f}")
         learn_seconds = float(timing.read_text())
         state, model = load_model(model_dir / "model.pt")
@@ -120,7 +123,7 @@ def main():
             region = (slice(None), slice(None), slice(top, top + size), slice(left, left + size))
             figures = evaluate(image, ours.round()[region], crop=size, others={
                 "telea": theirs.unsqueeze(0)[region], "truth": image.unsqueeze(0)[region]}, references=True)
-            row = {"texture": texture.stem, "hole": size, "chains": args.chains,
+            row = {"texture": texture.stem, "hole": size, "chains": args.chains, "settings": settings,
                    "tritongcn": {**figures["samples"], "seam": float(np.mean([seam(o, top, left, size) for o in ours])),
                                  "seconds": round(ours_seconds, 2)},
                    "telea": {**figures["telea"], "seam": seam(theirs, top, left, size),

@@ -273,9 +273,13 @@ def test_the_learning_watch_says_what_happened_once():
     calm = {"layer": 3, "iteration": 5, "gap": 1.0, "f_obs": 100.0}
     in_layer = watch({**calm, "iteration": 55, "runaway": 3, "from_iteration": 30, "growth": 3.1, "skipped": 5})
     assert in_layer == ["the training image's score ran away from the chains' in layer 3 (3.1 times its recent "
-                        "level): back to the weights of its iteration 30, which end it (5 iterations skipped)"]
+                        "level): back to the weights of its iteration 30, which end it (5 iterations skipped); "
+                        "learning again with --temperature 4 may avoid it"]
     [ended] = watch({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
-    assert "in the finish" in ended and ended.endswith("which end it (20 iterations skipped)")
+    assert "in the finish" in ended and "which end it (20 iterations skipped);" in ended
+    hot = LearningWatch(iterations=60, temperature=4.0)  # already that hot: nothing to suggest
+    [said] = hot({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
+    assert said.endswith("which end it (20 iterations skipped)")
     [regrown] = watch({**calm, "regrown": 2, "step_scale": 0.5})
     assert regrown.startswith("layer 2 went silent") and "0.5 of the step" in regrown
     watch = LearningWatch(iterations=60)
