@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import TINY, TINY_CONFIG, texture_file
 from tritongcn.chains import ChainBank
 from tritongcn.cli import main
-from tritongcn.completion import canvas, complete, work_region
+from tritongcn.completion import canvas, complete, surroundings_level, work_region
 from tritongcn.config import LearnConfig
 from tritongcn.learn import Learner, per_position_score
 from tritongcn.model import GenerativeConvNet
@@ -203,6 +203,32 @@ def test_completion_keeps_the_known_pixels_exactly_and_is_reproducible(where):
     assert torch.equal(out, complete(net, image, unknown, seed=4, **args))
     assert not torch.equal(out, complete(net, image, unknown, seed=5, **args))
     assert not torch.equal(out[0], out[1]) and out.min() >= 0 and out.max() <= 255
+
+
+def test_the_surroundings_level_continues_the_known_shading_into_the_hole():
+    mean = torch.tensor([128.0])
+    flat = torch.full((1, 60, 60), 37.0)
+    unknown = _hole(60, 60, 20, 20, 16)
+    assert torch.allclose(surroundings_level(flat, ~unknown, mean, blur=5.0), flat, atol=1e-3)
+    halves = torch.cat([torch.full((1, 60, 30), 40.0), torch.full((1, 60, 30), 200.0)], dim=2)
+    level = surroundings_level(halves, ~_hole(60, 60, 22, 4, 16), mean, blur=5.0)
+    assert (level[0, 22:38, 4:16] - 40.0).abs().max() < 1.0  # the dark side's level, not the mean 128
+    lonely = torch.zeros(200, 200, dtype=torch.bool)
+    lonely[:4, :4] = True  # far from the only known pixels, the mean colour
+    level = surroundings_level(torch.full((1, 200, 200), 10.0), lonely, mean, blur=4.0)
+    assert level[0, 0, 0] == pytest.approx(10.0, abs=1e-3) and level[0, -1, -1] == pytest.approx(128.0)
+
+
+def test_a_hole_in_a_dark_part_fills_dark():
+    """The chains are centred on the surroundings' level: a model that sees no constant level (zero-mean
+    first-layer filters) fills a hole at its surroundings' brightness, not at the image's mean colour."""
+    net = _net(channels=1, depth=1)
+    with torch.no_grad():
+        net.convs[0].weight.sub_(net.convs[0].weight.mean(dim=(1, 2, 3), keepdim=True))
+    image = torch.cat([torch.full((1, 96, 48), 40.0), torch.full((1, 96, 48), 220.0)], dim=2)
+    unknown = _hole(96, 96, 36, 8, 24)
+    out = complete(net, image, unknown, mean=torch.tensor([130.0]), steps=30, step_size=1.0, init="noise", **F32)
+    assert abs(out[0, 0, 36:60, 8:32].mean().item() - 40.0) < 10.0
 
 
 def test_expansion_keeps_the_image_and_a_periodic_one_needs_stride_multiples():

@@ -13,6 +13,11 @@ torus (no border for the net to see), and where it sticks out of the image the p
 unknown too, sampled and then thrown away: the image's edge is continued, not padded. `periodic=True`
 instead samples the whole image on the torus: what comes out tiles seamlessly.
 
+The model's first-layer filters are zero-mean, so f does not see a region's overall brightness: only its
+reference Gaussian holds the level, around the mean colour of the images it learned from. For a fill, that
+Gaussian is centred instead on the surroundings' level (`surroundings_level`, the known pixels blurred
+into the hole), so a hole in a shaded part of a photo fills at the shade around it.
+
 The samples end with a few noise-free steps (`FINISH_STEPS`) so that the filled pixels carry no residual
 Langevin noise, and the known pixels come back exactly as they went in.
 """
@@ -28,6 +33,30 @@ from .model import GenerativeConvNet
 # Noise-free steps at the end of a completion: each closes step_size^2 / (2 sigma^2) of the way to its
 # ReLU piece's mode (half of it at the default step of 1), so ten leave no Langevin noise to see.
 FINISH_STEPS = 10
+# The surroundings' level (`surroundings_level`) is the known pixels blurred by a Gaussian of this many
+# receptive fields, so it holds the slow shading the zero-mean first-layer filters cannot see.
+LEVEL_BLUR = 0.5
+# Far from every known pixel the level falls back to the mean colour: its weight against the blur's.
+LEVEL_FALLBACK = 1e-6
+
+
+def surroundings_level(image: torch.Tensor, known: torch.Tensor, mean: torch.Tensor, blur: float) -> torch.Tensor:
+    """(C, H, W): the slowly varying level of `image` (C, H, W) around its (H, W) bool `known` pixels,
+    continued into the unknown ones: the known pixels blurred by a Gaussian of std `blur` px over the
+    blurred mask (a normalized convolution), tending to the colour `mean` (C,) far from every known pixel."""
+    radius = max(1, int(3 * blur))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (taps / blur) ** 2)
+    kernel = kernel / kernel.sum()
+    weight = known.float()[None, None]
+    stacked = torch.cat([image.float()[None] * weight, weight], dim=1)  # (1, C + 1, H, W)
+    channels = stacked.shape[1]
+    rows = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    cols = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    blurred = torch.nn.functional.conv2d(stacked, rows, padding=(radius, 0), groups=channels)
+    blurred = torch.nn.functional.conv2d(blurred, cols, padding=(0, radius), groups=channels)[0]
+    mean = mean.float().view(-1, 1, 1)
+    return (blurred[:-1] + LEVEL_FALLBACK * mean) / (blurred[-1:] + LEVEL_FALLBACK)
 
 
 @dataclass(frozen=True)
@@ -96,19 +125,28 @@ def complete(model: GenerativeConvNet, image: torch.Tensor, unknown: torch.Tenso
     else:
         region = work_region(unknown, model)
     image_part, region_part = _overlap(region, (h, w))
-    centred = image.float().cpu() - mean.float().cpu().view(-1, 1, 1)
+    # The chains are centred on the surroundings' level instead of the mean colour: the model's reference
+    # Gaussian then pulls the unknown pixels to the shading around them, which the zero-mean first-layer
+    # filters do not see (a constant level adds nothing to f); centred on the mean colour, a hole in a
+    # darker or lighter part of the image fills at the image's average brightness.
+    mean = mean.float().cpu()
+    level = mean.view(1, -1, 1, 1).repeat(1, 1, region.height, region.width)  # outside the image: the mean
+    level[(0, slice(None)) + region_part] = surroundings_level(
+        image.cpu(), ~unknown, mean, LEVEL_BLUR * model.receptive_field())[(slice(None),) + image_part]
     values = torch.zeros(1, channels, region.height, region.width)
     known = torch.zeros(1, 1, region.height, region.width, dtype=torch.bool)  # outside the image: unknown
-    values[(0, slice(None)) + region_part] = centred[(slice(None),) + image_part]
+    values[(0, slice(None)) + region_part] = image.float().cpu()[(slice(None),) + image_part]
+    values -= level
     known[(0, 0) + region_part] = ~unknown[image_part]
+    # No per-channel bounds: the level varies by pixel; the result is clamped to [0, 255] below.
     bank = ChainBank(model, chains, (channels, region.height, region.width), boundary="periodic",
                      step_size=step_size, sigma=model.sigma, seed=seed, init=init, start_kernel=start_kernel,
-                     mean=mean, known=(values, known), **bank_options)
+                     known=(values, known), **bank_options)
     per_chunk = (lambda done: progress(done * steps)) if progress else None
     bank.advance(steps, per_chunk)
     per_chunk = (lambda done: progress(done * finish_steps)) if progress else None
     bank.advance(finish_steps, per_chunk, noise=False)
-    filled = (bank.x.cpu()[(slice(None), slice(None)) + region_part] + mean.float().cpu().view(1, -1, 1, 1))
+    filled = (bank.x.cpu() + level)[(slice(None), slice(None)) + region_part]
     out = image.float().cpu().expand(chains, -1, -1, -1).clone()
     hole = unknown[image_part].expand_as(filled[:, :1]).expand_as(filled)
     out[(slice(None), slice(None)) + image_part] = torch.where(
