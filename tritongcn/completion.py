@@ -44,7 +44,7 @@ def surroundings_level(image: torch.Tensor, known: torch.Tensor, mean: torch.Ten
     """(C, H, W): the slowly varying level of `image` (C, H, W) around its (H, W) bool `known` pixels,
     continued into the unknown ones: the known pixels blurred by a Gaussian of std `blur` px over the
     blurred mask (a normalized convolution), tending to the colour `mean` (C,) far from every known pixel."""
-    radius = max(1, int(3 * blur))
+    radius = _blur_reach(blur)
     taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (taps / blur) ** 2)
     kernel = kernel / kernel.sum()
@@ -57,6 +57,11 @@ def surroundings_level(image: torch.Tensor, known: torch.Tensor, mean: torch.Ten
     blurred = torch.nn.functional.conv2d(blurred, cols, padding=(0, radius), groups=channels)[0]
     mean = mean.float().view(-1, 1, 1)
     return (blurred[:-1] + LEVEL_FALLBACK * mean) / (blurred[-1:] + LEVEL_FALLBACK)
+
+
+def _blur_reach(blur: float) -> int:
+    """How far, in px, `surroundings_level`'s Gaussian of std `blur` reaches: three standard deviations."""
+    return max(1, int(3 * blur))
 
 
 @dataclass(frozen=True)
@@ -129,10 +134,16 @@ def complete(model: GenerativeConvNet, image: torch.Tensor, unknown: torch.Tenso
     # Gaussian then pulls the unknown pixels to the shading around them, which the zero-mean first-layer
     # filters do not see (a constant level adds nothing to f); centred on the mean colour, a hole in a
     # darker or lighter part of the image fills at the image's average brightness.
-    mean = mean.float().cpu()
-    level = mean.view(1, -1, 1, 1).repeat(1, 1, region.height, region.width)  # outside the image: the mean
-    level[(0, slice(None)) + region_part] = surroundings_level(
-        image.cpu(), ~unknown, mean, LEVEL_BLUR * model.receptive_field())[(slice(None),) + image_part]
+    # Only the image within the blur's reach of the region counts: a small hole in a large photo blurs a
+    # crop, not the whole photo (17 s for 12 Mpx on 2 cores).
+    mean, blur = mean.float().cpu(), LEVEL_BLUR * model.receptive_field()
+    reach = _blur_reach(blur)
+    grown = Region(region.top - reach, region.left - reach, region.height + 2 * reach, region.width + 2 * reach)
+    crop, grown_part = _overlap(grown, (h, w))
+    level = mean.view(1, -1, 1, 1).repeat(1, 1, grown.height, grown.width)  # outside the image: the mean
+    level[(0, slice(None)) + grown_part] = surroundings_level(image.cpu()[(slice(None),) + crop], ~unknown[crop],
+                                                             mean, blur)
+    level = level[:, :, reach:reach + region.height, reach:reach + region.width]
     values = torch.zeros(1, channels, region.height, region.width)
     known = torch.zeros(1, 1, region.height, region.width, dtype=torch.bool)  # outside the image: unknown
     values[(0, slice(None)) + region_part] = image.float().cpu()[(slice(None),) + image_part]
