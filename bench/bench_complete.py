@@ -6,9 +6,10 @@ the rest of the image, and by `cv2.inpaint` (Telea), scored on the filled region
 
 Each texture is preprocessed as `tritongcn learn` does (shorter side to --image-size, centred square).
 Square holes of each size are centred in it. One model per texture is learned with the default recipe
-(or with --set's changes to it) from the image with the largest hole unknown (`learn --hole`), so it never sees the content of any hole;
-it then completes each hole (`tritongcn.completion.complete`, --chains samples, the model's 300 Langevin
-steps and 10 noise-free ones). OpenCV's Telea inpainting (radius 5) fills the same holes.
+(or with --set's changes to it) from the image with the largest hole unknown (`learn --hole`), so it
+never sees the content of any hole; it then completes each hole (`tritongcn.completion.complete`,
+--chains samples, the model's 300 Langevin steps and 10 noise-free ones). OpenCV's Telea inpainting
+(radius 5) fills the same holes.
 
 Figures, lower is better except where said:
 - `patch_swd`, `ps_z`: `tritongcn.evaluate`'s figures of the filled square against real crops of the same
