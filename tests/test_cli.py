@@ -108,6 +108,15 @@ def test_an_earlier_run_is_not_overwritten_unless_asked(model_path, tmp_path):
     assert result.exit_code == 0 and (out / "model.pt").read_bytes() != before
 
 
+def test_learn_flattens_the_shading_when_asked(tmp_path):
+    image = texture_file(tmp_path / "tex.png")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--flatten-shading"])
+    assert result.exit_code == 0, result.output
+    assert "the images' shading flattened" in result.output  # the recipe's line says so
+    assert torch.load(out / "model.pt", weights_only=True)["config"]["flatten_shading"]
+
+
 def test_periodic_sample_size_must_fit_the_stride(tmp_path):
     image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"

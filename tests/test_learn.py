@@ -6,7 +6,7 @@ import torch
 from conftest import TINY_CONFIG as TINY, stripes
 from tritongcn import LearnConfig, Learner
 from tritongcn.config import RELEASE, recipe
-from tritongcn.learn import ReversalDamping
+from tritongcn.learn import ReversalDamping, shading_plane
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 
 def test_learning_is_deterministic_per_seed():
@@ -44,6 +44,36 @@ def test_layers_grow_one_at_a_time_by_default_and_the_weights_move():
     assert torch.equal(learner.model.convs[2].weight, initial[2])  # never switched on
     assert all(math.isfinite(r["gap"]) and r["grad_norm"] > 0 for r in records)
     assert learner.langevin_steps_done == 6 * TINY["langevin_steps"]
+
+
+def _lit_stripes():
+    """Stripes under a light that falls off from left to right (60 grey levels) and top to bottom (20)."""
+    images = stripes()
+    h, w = images.shape[-2:]
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    return images + 128 + 30 * xs + 10 * ys
+
+
+def test_the_shading_plane_is_fitted_to_the_known_pixels_only():
+    h, w = 12, 17
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    plane = torch.stack([5 + 3 * xs - 2 * ys, -1 + 0.5 * ys]).unsqueeze(0)  # (1, 2, H, W)
+    known = torch.ones(1, 1, h, w, dtype=torch.bool)
+    known[..., 3:8, 4:10] = False
+    scribbled = torch.where(known, plane, torch.full_like(plane, 1e4))
+    torch.testing.assert_close(shading_plane(scribbled, known), plane, atol=1e-3, rtol=0)
+    assert shading_plane(scribbled).sub(plane).abs().max() > 100  # the scribble counts when all is known
+
+
+@pytest.mark.parametrize("flatten", [True, False])
+def test_the_images_slope_is_learned_only_when_asked(flatten):
+    images = _lit_stripes()
+    learner = Learner.from_images(images, LearnConfig(**TINY, flatten_shading=flatten))
+    torch.testing.assert_close(learner.mean, images.mean(dim=(0, 2, 3)))  # the colour samples get back
+    slope = shading_plane(learner.observed.cpu()).abs().amax()
+    assert slope < 1e-3 if flatten else slope > 20
+    if flatten:  # the texture itself is left as it was
+        torch.testing.assert_close(learner.observed.cpu(), stripes() - shading_plane(stripes()), atol=1e-3, rtol=0)
 
 
 @pytest.mark.parametrize("zero_mean", [True, False])
@@ -274,11 +304,14 @@ def test_the_learning_watch_says_what_happened_once():
     in_layer = watch({**calm, "iteration": 55, "runaway": 3, "from_iteration": 30, "growth": 3.1, "skipped": 5})
     assert in_layer == ["the training image's score ran away from the chains' in layer 3 (3.1 times its recent "
                         "level): back to the weights of its iteration 30, which end it (5 iterations skipped); "
-                        "learning again with --temperature 4 may avoid it"]
+                        "learning again with --flatten-shading or --temperature 4 may avoid it"]
     [ended] = watch({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
     assert "in the finish" in ended and "which end it (20 iterations skipped);" in ended
-    hot = LearningWatch(iterations=60, temperature=4.0)  # already that hot: nothing to suggest
+    hot = LearningWatch(iterations=60, temperature=4.0)  # already that hot: one lever left
     [said] = hot({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
+    assert said.endswith("(20 iterations skipped); learning again with --flatten-shading may avoid it")
+    both = LearningWatch(iterations=60, temperature=4.0, flattened=True)  # nothing left to suggest
+    [said] = both({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
     assert said.endswith("which end it (20 iterations skipped)")
     [regrown] = watch({**calm, "regrown": 2, "step_scale": 0.5})
     assert regrown.startswith("layer 2 went silent") and "0.5 of the step" in regrown

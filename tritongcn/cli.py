@@ -118,6 +118,10 @@ def _preset_help(name: str, text: str) -> str:
               help="The learning chains' noise variance as a multiple of the model's (the finish and new "
                    "samples keep 1). Above 1 they leave a mode more easily: 4 kept the bundled wood from "
                    "running away (README, When things go wrong).")
+@click.option("--flatten-shading", is_flag=True, default=DEFAULTS["flatten_shading"],
+              help="Subtract each training image's plane of light (its least-squares slope per channel) before "
+                   "learning: the samples then have no shading across them. It kept the bundled wood from "
+                   "running away (README, When things go wrong); `complete` and `expand` learn this way.")
 @click.option("--iterations", type=click.IntRange(1, 10**7), default=None,
               help=_preset_help("iterations", "Weight updates per grown layer (in all with --cd)."))
 @click.option("--start", type=click.Choice(STARTS), default=None,
@@ -154,7 +158,7 @@ def _preset_help(name: str, text: str) -> str:
 @hole_option
 @overwrite_option
 def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_size, chains, langevin_steps,
-          step_size, sigma, temperature, iterations, start, sample_steps, finish_iterations, layers, lr, seed, periodic, device,
+          step_size, sigma, temperature, flatten_shading, iterations, start, sample_steps, finish_iterations, layers, lr, seed, periodic, device,
           precision, cd_steps, checkpoint_every, resume, mask, hole, overwrite):
     """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE), then draw new samples from it as
     `tritongcn sample` does, and write them, a grid, metrics, the first layer's filters and the model
@@ -170,7 +174,7 @@ def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_si
 
     settings = dict(model=model_kind, image_size=image_size, sample_size=sample_size, chain_size=chain_size,
                     chains=chains, langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
-                    temperature=temperature,
+                    temperature=temperature, flatten_shading=flatten_shading,
                     iterations=iterations, start=start, sample_steps=sample_steps,
                     finish_iterations=finish_iterations, layers=layers, lr=lr,
                     seed=seed, periodic=periodic, precision=precision, cd_steps=cd_steps)
@@ -402,8 +406,9 @@ def complete(image, model_path, mask, hole, out_dir, **fill):
     given the known ones, which come out unchanged.
 
     With MODEL (a model.pt of `learn`) it only samples. Without, it first learns the texture from IMAGE's
-    known pixels into --out/model (about as long as `learn`), then samples: Langevin dynamics of the
-    unknown pixels with the known ones held, ending with noise-free steps. Writes completed.png, mask.png,
+    known pixels into --out/model (about as long as `learn`; as `learn --flatten-shading`, since the fill
+    takes its shading from the hole's surroundings), then samples: Langevin dynamics of the unknown pixels
+    with the known ones held, ending with noise-free steps. Writes completed.png, mask.png,
     before_after.png and complete.json (and completions/ with --chains K).
     """
     from .runs.completion import CompleteRun, complete as run_complete
@@ -432,7 +437,7 @@ def expand(image, model_path, size, at, periodic, out_dir, **fill):
     around it, with no seam.
 
     With MODEL (a model.pt of `learn`) it only samples; without, it first learns the texture from IMAGE
-    into --out/model. Writes expanded.png, before_after.png and expand.json (tiled.png with --periodic,
+    into --out/model (as `learn --flatten-shading`). Writes expanded.png, before_after.png and expand.json (tiled.png with --periodic,
     expansions/ with --chains K).
     """
     from .runs.completion import ExpandRun, expand as run_expand

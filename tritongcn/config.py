@@ -86,6 +86,11 @@ class LearnConfig:
     # 1.0; the chains' statistics then leave the data's and the weights run away (water and rose did).
     bounded: bool = True
     periodic: bool = True  # chains on the torus and data by their interior (see GenerativeConvNet.boundary)
+    # Subtract each training image's least-squares plane (per channel, over its known pixels) with its
+    # mean: the light's slope across a photo is not texture, and no chain on the torus can hold a ramp,
+    # so a model that chases it pulls the data's score away from every chain (the bundled wood's 53 grey
+    # levels across the image ran its learning away). The model learns the texture without the slope.
+    flatten_shading: bool = False
     zero_mean_filters: bool = True  # keep first-layer filters zero-mean (see Learner.project_filters)
     weight_decay: float = 1e-4  # release: 1e-4
     clip: float = 20.0  # SGD: rescale each parameter's gradient so its largest entry is at most this

@@ -179,6 +179,20 @@ class ReversalDamping:
         self.last = {k: v.to(device) for k, v in state["last"].items()}
 
 
+def shading_plane(images: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+    """(M, C, H, W): each image's and channel's least-squares plane a + b x + c y over its pixels (its
+    `known` ones, a bool (M or 1, 1, H, W), where given)."""
+    m, c, h, w = images.shape
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    basis = torch.stack([torch.ones_like(xs), xs, ys]).to(images)  # (3, H, W)
+    weight = (torch.ones(1, 1, h, w) if known is None else known).to(images).expand(m, 1, h, w)
+    weighted = basis[None] * weight  # (M, 3, H, W)
+    gram = torch.einsum("mihw,jhw->mij", weighted, basis)  # (M, 3, 3)
+    moments = torch.einsum("mihw,mchw->mci", weighted, images)  # (M, C, 3)
+    coefficients = torch.linalg.solve(gram[:, None], moments[..., None])[..., 0]  # (M, C, 3)
+    return torch.einsum("mci,ihw->mchw", coefficients, basis)
+
+
 class LearningFailed(RuntimeError):
     """Learning cannot go on; the message says why and what to change."""
 
@@ -334,13 +348,17 @@ class Learner:
     def from_images(cls, images: torch.Tensor, config: LearnConfig, world: World | None = None,
                     known: torch.Tensor | None = None) -> "Learner":
         """A learner for (M, C, H, W) images in [0, 255]: their mean colour (of the `known` pixels, where
-        given) is subtracted, so the chains start at 0 = the mean image and `samples()` adds it back."""
+        given) is subtracted, so the chains start at 0 = the mean image and `samples()` adds it back; with
+        `config.flatten_shading`, each image's plane of light too (`shading_plane`), which nothing adds back."""
         if known is None:
             mean = images.mean(dim=(0, 2, 3))
         else:
             weight = known.to(images.dtype).expand_as(images)
             mean = (images * weight).sum(dim=(0, 2, 3)) / weight.sum(dim=(0, 2, 3)).clamp_min(1)
-        return cls(images - mean.view(1, -1, 1, 1), config, mean=mean, world=world, known=known)
+        centred = images - mean.view(1, -1, 1, 1)
+        if config.flatten_shading:
+            centred = centred - shading_plane(centred, known)
+        return cls(centred, config, mean=mean, world=world, known=known)
 
     @property
     def chains(self) -> torch.Tensor:

@@ -109,7 +109,7 @@ def learn(run: LearnRun, report: Reporter | None = None) -> Path:
     if world.is_main and saved is None:
         report.say(f"learning {learner.model.in_channels}-channel {config.image_size} px "
                    f"{'images' if len(images) > 1 else 'texture'}: {settings_line(learner.config)}")
-    watch = LearningWatch(learner.config.iterations, learner.config.temperature)
+    watch = LearningWatch(learner.config.iterations, learner.config.temperature, learner.config.flatten_shading)
     with metrics_file, stop_requests() as stop, \
             Progress(learner.total_iterations, f"learning ({learner.config.precision})", file=quiet,
                      costs=learner.iteration_costs()) as bar:
@@ -294,8 +294,9 @@ def settings_line(config: LearnConfig) -> str:
     finish = Learner.finish_iterations(config)
     finish = (f"; then {finish} updates on new chains, {config.finish_langevin_steps} steps each"
               if finish else "")
+    shading = "; the images' shading flattened" if config.flatten_shading else ""
     return (f"{config.layers} layers ({how}), {config.iterations} iterations, {optimizer} lr "
-            f"{config.lr:g}, {chains}{finish}")
+            f"{config.lr:g}, {chains}{finish}{shading}")
 
 
 class LearningWatch:
@@ -304,24 +305,26 @@ class LearningWatch:
     for the layer). Each once."""
 
     WINDOW = 12  # iterations looked at for a swing
-    # Learning chains this hot learned the bundled wood without the runaway it has at 1 (README, "When
-    # things go wrong"): what a runaway's warning suggests to a run below it.
+    # Flattened shading, or learning chains this hot, learned the bundled wood without the runaway it has
+    # by default (README, "When things go wrong"): what a runaway's warning suggests to a run without them.
     HOTTER = 4
 
-    def __init__(self, iterations: int, temperature: float = 1.0):
+    def __init__(self, iterations: int, temperature: float = 1.0, flattened: bool = False):
         self.iterations = iterations  # per layer: past them, the finish
         self.temperature = temperature  # the run's learning chains'
+        self.flattened = flattened  # the run's images' shading
         self.gaps, self.warned = [], set()
 
     def __call__(self, record) -> list:
         warnings = []
         if "runaway" in record:
             what = "the finish" if record["iteration"] > self.iterations else f"layer {record['runaway']}"
+            levers = ([] if self.flattened else ["--flatten-shading"]) + (
+                [f"--temperature {self.HOTTER}"] if self.temperature < self.HOTTER else [])
             warnings.append(f"the training image's score ran away from the chains' in {what} ({record['growth']:g} "
                             f"times its recent level): back to the weights of its iteration "
                             f"{record['from_iteration']}, which end it ({record['skipped']} iterations skipped)"
-                            + (f"; learning again with --temperature {self.HOTTER} may avoid it"
-                               if self.temperature < self.HOTTER else ""))
+                            + (f"; learning again with {' or '.join(levers)} may avoid it" if levers else ""))
         if "regrown" in record:
             warnings.append(f"layer {record['regrown']} went silent on the training image (no unit active) and "
                             f"is learned again from its first weights at {record['step_scale']:g} of the step")
