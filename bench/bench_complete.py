@@ -5,11 +5,12 @@ the rest of the image, and by `cv2.inpaint` (Telea), scored on the filled region
                                    [--work DIR] [--picture PNG] [--set NAME=VALUE ...]
 
 Each texture is preprocessed as `tritongcn learn` does (shorter side to --image-size, centred square).
-Square holes of each size are centred in it. One model per texture is learned with the default recipe
-(or with --set's changes to it) from the image with the largest hole unknown (`learn --hole`), so it
-never sees the content of any hole; it then completes each hole (`tritongcn.completion.complete`,
---chains samples, the model's 300 Langevin steps and 10 noise-free ones). OpenCV's Telea inpainting
-(radius 5) fills the same holes.
+Square holes of each size are centred in it. One model per texture is learned as `tritongcn complete`
+learns one (the default recipe with `completion.MODEL_SETTINGS`, and --set's changes) from the image with
+the largest hole unknown (`learn --hole`), so it never sees the content of any hole; it then completes
+each hole (`tritongcn.completion.complete`, --chains samples, the model's 300 Langevin steps and 10
+noise-free ones). A model in --work from an earlier run is used again if it was learned with the same
+settings. OpenCV's Telea inpainting (radius 5) fills the same holes.
 
 Figures, lower is better except where said:
 - `patch_swd`, `ps_z`: `tritongcn.evaluate`'s figures of the filled square against real crops of the same
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 import tritongcn
-from tritongcn.completion import complete
+from tritongcn.completion import MODEL_SETTINGS, complete
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 from tritongcn.figures import contact_sheet
 from tritongcn.images import load_image, preprocess, save_png
@@ -88,7 +89,7 @@ def main():
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     holes = sorted(int(h) for h in args.holes.split(","))
-    settings = learn_settings(args.set)
+    settings = {**MODEL_SETTINGS, **learn_settings(args.set)}  # as `tritongcn complete` learns
     quiet = Reporter(say=lambda message: None, warn=lambda message: None)
     rows, panels = [], []
     for texture in args.textures:
@@ -109,6 +110,10 @@ def main():
         learn_seconds = float(timing.read_text())
         state, model = load_model(model_dir / "model.pt")
         config = LearnConfig.from_dict(state["config"])
+        differ = {k: getattr(config, k) for k, v in settings.items() if getattr(config, k) != v}
+        if differ:
+            raise SystemExit(f"{model_dir} was learned with {differ}, not {settings}: remove it or choose "
+                             "another --work")
         for size in holes:
             top, left = (h - size) // 2, (w - size) // 2
             unknown = torch.zeros(h, w, dtype=torch.bool)

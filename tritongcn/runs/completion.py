@@ -156,6 +156,7 @@ def _load(path: Path, image_size: int | None, report: Reporter):
 def _model(image_path: Path, image, s: FillSettings, out_dir: Path, report: Reporter, mask=None, hole=None) -> Path:
     """The model file to fill with: the one given, or one learned from the image's known pixels into
     out_dir / "model" (kept, so that more completions can use it), or an earlier one there with --resume."""
+    from ..completion import MODEL_SETTINGS
     from .learning import LearnRun, learn
 
     if s.model_path is not None:
@@ -172,7 +173,7 @@ def _model(image_path: Path, image, s: FillSettings, out_dir: Path, report: Repo
     if min(image.shape[1:]) > LARGE_SIDE:
         report.note(f"learning at {min(image.shape[1:])} px takes several times longer than at `learn`'s 224: "
                     "--image-size 224 works on the image resized")
-    settings = {**s.learn_settings, "image_size": min(image.shape[1:])}  # the whole image at its size
+    settings = {**MODEL_SETTINGS, **s.learn_settings, "image_size": min(image.shape[1:])}  # the whole image
     learn(LearnRun(image_path, out_dir / "model", settings=settings, quality=s.quality, device=s.device,
                    resume=s.resume, overwrite=s.overwrite, mask=mask, hole=hole, crop=False), report)
     return learned
