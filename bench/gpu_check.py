@@ -364,7 +364,7 @@ def section_step(device, args, out):
               f"{fmt('autograd bf16')}  {ratio('ours float32', 'autograd')} {ratio('ours bfloat16', 'autograd bf16')} "
               f"{ratio('ours bfloat16', 'autograd'):>9}  {fmt('torch float32')} {fmt('torch bfloat16')}  "
               + ", ".join(f"{s:.1f}" for s in first.values()))
-        del x
+        x = None  # frees the chains before the next size (the closures above hold the name, not the tensor)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
