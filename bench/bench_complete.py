@@ -27,6 +27,7 @@ tritongcn, the true content) for the largest hole into --picture.
 import argparse
 import json
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,11 @@ from tritongcn.runs.common import load_model
 from tritongcn.config import LearnConfig
 
 from common import RESULTS, append_results, learn_settings, machine_name
+
+
+# LearnConfig settings that a learn run fills in for the image and the machine: a model in --work may
+# differ from the asked-for recipe in these and still be used again.
+MACHINE_SETTINGS = {"image_size", "sample_size", "chain_size", "device", "backend", "precision"}
 
 
 def _side_pairs(x: torch.Tensor, top: int, left: int, size: int, offset: int) -> torch.Tensor:
@@ -110,10 +116,12 @@ def main():
         learn_seconds = float(timing.read_text())
         state, model = load_model(model_dir / "model.pt")
         config = LearnConfig.from_dict(state["config"])
-        differ = {k: getattr(config, k) for k, v in settings.items() if getattr(config, k) != v}
+        expected = LearnConfig(**settings)  # the recipe the run asks for, but for what the machine resolves
+        differ = {f.name: getattr(config, f.name) for f in fields(LearnConfig)
+                  if f.name not in MACHINE_SETTINGS and getattr(config, f.name) != getattr(expected, f.name)}
         if differ:
-            raise SystemExit(f"{model_dir} was learned with {differ}, not {settings}: remove it or choose "
-                             "another --work")
+            raise SystemExit(f"{model_dir} was learned with {differ}, not with the settings asked for: remove it "
+                             "or choose another --work")
         for size in holes:
             top, left = (h - size) // 2, (w - size) // 2
             unknown = torch.zeros(h, w, dtype=torch.bool)

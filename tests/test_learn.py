@@ -76,6 +76,14 @@ def test_the_images_slope_is_learned_only_when_asked(flatten):
         torch.testing.assert_close(learner.observed.cpu(), stripes() - shading_plane(stripes()), atol=1e-3, rtol=0)
 
 
+def test_flattening_takes_each_images_own_level_and_slope_out():
+    lit = _lit_stripes()
+    images = torch.cat([lit, 0.5 * lit + 10])  # a second, darker photo of the same texture
+    learner = Learner.from_images(images, LearnConfig(**TINY, flatten_shading=True))
+    assert shading_plane(learner.observed.cpu()).abs().amax() < 1e-3  # each image's plane, its own mean too
+    torch.testing.assert_close(learner.mean, images.mean(dim=(0, 2, 3)))  # the colour added back to samples
+
+
 @pytest.mark.parametrize("zero_mean", [True, False])
 def test_first_layer_filters_stay_zero_mean_when_asked(zero_mean):
     learner = Learner(stripes(), LearnConfig(**TINY, zero_mean_filters=zero_mean))
@@ -310,7 +318,10 @@ def test_the_learning_watch_says_what_happened_once():
     hot = LearningWatch(iterations=60, temperature=4.0)  # already that hot: one lever left
     [said] = hot({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
     assert said.endswith("(20 iterations skipped); learning again with --flatten-shading may avoid it")
-    both = LearningWatch(iterations=60, temperature=4.0, flattened=True)  # nothing left to suggest
+    flat = LearningWatch(iterations=60, suggest_flattening=False)  # flattened already, or not a texture
+    [said] = flat({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
+    assert said.endswith("(20 iterations skipped); learning again with --temperature 4 may avoid it")
+    both = LearningWatch(iterations=60, temperature=4.0, suggest_flattening=False)  # nothing left to suggest
     [said] = both({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
     assert said.endswith("which end it (20 iterations skipped)")
     [regrown] = watch({**calm, "regrown": 2, "step_scale": 0.5})

@@ -41,7 +41,8 @@ LEVEL_FALLBACK = 1e-6
 # How a model learned for a completion differs from the default recipe (LearnConfig's settings). The fill
 # takes its shading from the surroundings' level, so the model needs only the texture: the photo's slope
 # of light is flattened out of what it learns. With it, the bundled wood no longer ran away while learning
-# around a 64 px hole, and the fills beat OpenCV's on every texture and hole of bench/README.md.
+# around a 64 px hole, and the fills beat OpenCV's by patch_swd and ps_z on every texture and hole of
+# bench/README.md.
 MODEL_SETTINGS = {"flatten_shading": True}
 
 

@@ -89,7 +89,8 @@ class LearnConfig:
     # Subtract each training image's least-squares plane (per channel, over its known pixels) with its
     # mean: the light's slope across a photo is not texture, and no chain on the torus can hold a ramp,
     # so a model that chases it pulls the data's score away from every chain (the bundled wood's 53 grey
-    # levels across the image ran its learning away). The model learns the texture without the slope.
+    # levels across the image ran its learning away). The model learns the texture without the slope, and
+    # from several images, without their differences in brightness (each image's plane holds its mean).
     flatten_shading: bool = False
     zero_mean_filters: bool = True  # keep first-layer filters zero-mean (see Learner.project_filters)
     weight_decay: float = 1e-4  # release: 1e-4

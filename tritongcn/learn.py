@@ -209,7 +209,10 @@ class Learner:
 
     State (model, optimiser, chains, counters) lives on the object so a caller can checkpoint it between
     iterations. `observed` are mean-subtracted images; `mean` (C,) is the colour to add back to the
-    chains to show them (`samples()`). `from_images` does the subtraction, as the release did.
+    chains to show them (`samples()`). `from_images` does the subtraction, as the release did. With
+    `config.flatten_shading`, each image's plane of light (`shading_plane`, per channel, of its known
+    pixels) is subtracted from `observed` too, and nothing adds it back: the model learns the texture
+    without the light's slope, and with each image's own mean colour taken out.
     `known` (M, 1, H, W) bool, where given, marks the observed pixels that are known: the texture is
     learned from the rest of each image only (a photo with a hole, an object or a logo in it). The data
     are then scored by the top-layer windows that hold no unknown pixel, so the hole teaches nothing.
@@ -263,6 +266,9 @@ class Learner:
         self.known, self._known_maps = None, {}  # the observed pixels known; each layer's known positions per depth
         if known is not None:
             self._set_known(known)
+        if config.flatten_shading:  # the plane of the known pixels; the unknown ones stay at the mean
+            flat = self.observed - shading_plane(self.observed, self.known)
+            self.observed = flat if self.known is None else torch.where(self.known, flat, self.observed)
         # Under torchrun each process holds a shard of the chains; the weight gradient is summed over them.
         self.world = world or World()
         total = len(self.observed) if config.cd_steps else config.chains  # CD: one chain per image
@@ -348,17 +354,13 @@ class Learner:
     def from_images(cls, images: torch.Tensor, config: LearnConfig, world: World | None = None,
                     known: torch.Tensor | None = None) -> "Learner":
         """A learner for (M, C, H, W) images in [0, 255]: their mean colour (of the `known` pixels, where
-        given) is subtracted, so the chains start at 0 = the mean image and `samples()` adds it back; with
-        `config.flatten_shading`, each image's plane of light too (`shading_plane`), which nothing adds back."""
+        given) is subtracted, so the chains start at 0 = the mean image and `samples()` adds it back."""
         if known is None:
             mean = images.mean(dim=(0, 2, 3))
         else:
             weight = known.to(images.dtype).expand_as(images)
             mean = (images * weight).sum(dim=(0, 2, 3)) / weight.sum(dim=(0, 2, 3)).clamp_min(1)
-        centred = images - mean.view(1, -1, 1, 1)
-        if config.flatten_shading:
-            centred = centred - shading_plane(centred, known)
-        return cls(centred, config, mean=mean, world=world, known=known)
+        return cls(images - mean.view(1, -1, 1, 1), config, mean=mean, world=world, known=known)
 
     @property
     def chains(self) -> torch.Tensor:

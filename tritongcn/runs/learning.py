@@ -109,7 +109,10 @@ def learn(run: LearnRun, report: Reporter | None = None) -> Path:
     if world.is_main and saved is None:
         report.say(f"learning {learner.model.in_channels}-channel {config.image_size} px "
                    f"{'images' if len(images) > 1 else 'texture'}: {settings_line(learner.config)}")
-    watch = LearningWatch(learner.config.iterations, learner.config.temperature, learner.config.flatten_shading)
+    # Flattening is for textures learned by maximum likelihood: an object's shading is part of it.
+    learned = learner.config
+    flattenable = learned.model == "texture" and not learned.cd_steps and not learned.flatten_shading
+    watch = LearningWatch(learned.iterations, learned.temperature, suggest_flattening=flattenable)
     with metrics_file, stop_requests() as stop, \
             Progress(learner.total_iterations, f"learning ({learner.config.precision})", file=quiet,
                      costs=learner.iteration_costs()) as bar:
@@ -305,21 +308,21 @@ class LearningWatch:
     for the layer). Each once."""
 
     WINDOW = 12  # iterations looked at for a swing
-    # Flattened shading, or learning chains this hot, learned the bundled wood without the runaway it has
-    # by default (README, "When things go wrong"): what a runaway's warning suggests to a run without them.
+    # Learning chains this hot learned the bundled wood without the runaway it has at 1 (README, "When
+    # things go wrong"), and so did its shading flattened: the levers a runaway's warning suggests.
     HOTTER = 4
 
-    def __init__(self, iterations: int, temperature: float = 1.0, flattened: bool = False):
+    def __init__(self, iterations: int, temperature: float = 1.0, suggest_flattening: bool = True):
         self.iterations = iterations  # per layer: past them, the finish
         self.temperature = temperature  # the run's learning chains'
-        self.flattened = flattened  # the run's images' shading
+        self.suggest_flattening = suggest_flattening  # a texture run whose shading is not flattened yet
         self.gaps, self.warned = [], set()
 
     def __call__(self, record) -> list:
         warnings = []
         if "runaway" in record:
             what = "the finish" if record["iteration"] > self.iterations else f"layer {record['runaway']}"
-            levers = ([] if self.flattened else ["--flatten-shading"]) + (
+            levers = (["--flatten-shading"] if self.suggest_flattening else []) + (
                 [f"--temperature {self.HOTTER}"] if self.temperature < self.HOTTER else [])
             warnings.append(f"the training image's score ran away from the chains' in {what} ({record['growth']:g} "
                             f"times its recent level): back to the weights of its iteration "
