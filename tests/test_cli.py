@@ -111,10 +111,22 @@ def test_an_earlier_run_is_not_overwritten_unless_asked(model_path, tmp_path):
 def test_learn_flattens_the_shading_when_asked(tmp_path):
     image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--flatten-shading"])
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--shading", "flatten"])
     assert result.exit_code == 0, result.output
     assert "the images' shading flattened" in result.output  # the recipe's line says so
-    assert torch.load(out / "model.pt", weights_only=True)["config"]["flatten_shading"]
+    assert torch.load(out / "model.pt", weights_only=True)["config"]["shading"] == "flatten"
+
+
+def test_learn_says_when_it_flattens_a_photo_that_is_more_light_than_texture(tmp_path):
+    rng = np.random.default_rng(0)
+    light = np.linspace(20, 235, 48)[None, :] + rng.normal(0, 8, (48, 48))  # a slope with a little grain
+    image = tmp_path / "lit.png"
+    Image.fromarray(np.clip(light, 0, 255).astype(np.uint8), "L").save(image)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "the light's slope across the image holds" in result.output and "--shading keep" in result.output
+    assert torch.load(out / "model.pt", weights_only=True)["config"]["shading"] == "flatten"
 
 
 def test_periodic_sample_size_must_fit_the_stride(tmp_path):

@@ -311,7 +311,7 @@ def test_complete_learns_from_the_known_pixels_when_no_model_is_given(tmp_path):
     assert np.array_equal(after[~unknown], before[~unknown]) and not np.array_equal(after, before)
     learned = torch.load(out / "model" / "model.pt", weights_only=True)
     assert learned["config"]["image_size"] == 80  # the whole image at its own size, not a 224 px crop
-    assert learned["config"]["flatten_shading"]  # the fill's shading comes from the surroundings
+    assert learned["config"]["shading"] == "flatten"  # the fill's shading comes from the surroundings
 
 
 def _quiet_reporter():

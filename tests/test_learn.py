@@ -68,7 +68,7 @@ def test_the_shading_plane_is_fitted_to_the_known_pixels_only():
 @pytest.mark.parametrize("flatten", [True, False])
 def test_the_images_slope_is_learned_only_when_asked(flatten):
     images = _lit_stripes()
-    learner = Learner.from_images(images, LearnConfig(**TINY, flatten_shading=flatten))
+    learner = Learner.from_images(images, LearnConfig(**TINY, shading="flatten" if flatten else "keep"))
     torch.testing.assert_close(learner.mean, images.mean(dim=(0, 2, 3)))  # the colour samples get back
     slope = shading_plane(learner.observed.cpu()).abs().amax()
     assert slope < 1e-3 if flatten else slope > 20
@@ -79,9 +79,28 @@ def test_the_images_slope_is_learned_only_when_asked(flatten):
 def test_flattening_takes_each_images_own_level_and_slope_out():
     lit = _lit_stripes()
     images = torch.cat([lit, 0.5 * lit + 10])  # a second, darker photo of the same texture
-    learner = Learner.from_images(images, LearnConfig(**TINY, flatten_shading=True))
+    learner = Learner.from_images(images, LearnConfig(**TINY, shading="flatten"))
     assert shading_plane(learner.observed.cpu()).abs().amax() < 1e-3  # each image's plane, its own mean too
     torch.testing.assert_close(learner.mean, images.mean(dim=(0, 2, 3)))  # the colour added back to samples
+
+
+@pytest.mark.parametrize("light,model,expected", [(30, "texture", "keep"), (150, "texture", "flatten"),
+                                                  (150, "object", "keep")])
+def test_auto_flattens_the_texture_photos_that_are_more_light_than_texture(light, model, expected):
+    images = stripes()
+    h, w = images.shape[-2:]
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    images = images + 128 + light * xs
+    learner = Learner.from_images(images, LearnConfig(**TINY, model=model))
+    assert learner.config.shading == expected  # what was done is what the model file records
+    # The slope's share of the variance about the mean colour: 30 grey levels across stripes of 60, 150.
+    assert (learner.shading_share > 0.5) == (light == 150)
+
+
+def test_model_files_from_before_the_setting_keep_their_shading():
+    assert LearnConfig.from_dict({}).shading == "keep"  # learned before any flattening
+    with pytest.raises(ValueError, match="shading must be one of"):
+        LearnConfig(shading="flat").check()
 
 
 @pytest.mark.parametrize("zero_mean", [True, False])
@@ -312,12 +331,12 @@ def test_the_learning_watch_says_what_happened_once():
     in_layer = watch({**calm, "iteration": 55, "runaway": 3, "from_iteration": 30, "growth": 3.1, "skipped": 5})
     assert in_layer == ["the training image's score ran away from the chains' in layer 3 (3.1 times its recent "
                         "level): back to the weights of its iteration 30, which end it (5 iterations skipped); "
-                        "learning again with --flatten-shading or --temperature 4 may avoid it"]
+                        "learning again with --shading flatten or --temperature 4 may avoid it"]
     [ended] = watch({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
     assert "in the finish" in ended and "which end it (20 iterations skipped);" in ended
     hot = LearningWatch(iterations=60, temperature=4.0)  # already that hot: one lever left
     [said] = hot({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
-    assert said.endswith("(20 iterations skipped); learning again with --flatten-shading may avoid it")
+    assert said.endswith("(20 iterations skipped); learning again with --shading flatten may avoid it")
     flat = LearningWatch(iterations=60, suggest_flattening=False)  # flattened already, or not a texture
     [said] = flat({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
     assert said.endswith("(20 iterations skipped); learning again with --temperature 4 may avoid it")

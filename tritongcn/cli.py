@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import HIGH, QUALITIES, RELEASE, STARTS, LearnConfig, stride_multiple
+from .config import HIGH, QUALITIES, RELEASE, SHADINGS, STARTS, LearnConfig, stride_multiple
 from .precision import AUTO_PRECISION, PRECISION_CHOICES
 
 DEFAULTS = LearnConfig().to_dict()
@@ -118,10 +118,13 @@ def _preset_help(name: str, text: str) -> str:
               help="The learning chains' noise variance as a multiple of the model's (the finish and new "
                    "samples keep 1). Above 1 they leave a mode more easily: 4 kept the bundled wood from "
                    "running away (README, When things go wrong).")
-@click.option("--flatten-shading", is_flag=True, default=DEFAULTS["flatten_shading"],
-              help="Subtract each training image's plane of light (its least-squares slope per channel) before "
-                   "learning: the samples then have no shading across them. It kept the bundled wood from "
-                   "running away (README, When things go wrong); `complete` and `expand` learn this way.")
+@click.option("--shading", type=click.Choice(SHADINGS), default=None,
+              help=_preset_help("shading", "flatten: subtract each training image's plane of light (its "
+                                           "least-squares slope per channel) before learning, so the samples "
+                                           "have no shading across them; keep: learn the images as they are; "
+                                           "auto: flatten photos whose plane holds over half their variance, "
+                                           "such as the bundled wood, which ran away otherwise (README, When "
+                                           "things go wrong). `complete` and `expand` flatten."))
 @click.option("--iterations", type=click.IntRange(1, 10**7), default=None,
               help=_preset_help("iterations", "Weight updates per grown layer (in all with --cd)."))
 @click.option("--start", type=click.Choice(STARTS), default=None,
@@ -158,7 +161,7 @@ def _preset_help(name: str, text: str) -> str:
 @hole_option
 @overwrite_option
 def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_size, chains, langevin_steps,
-          step_size, sigma, temperature, flatten_shading, iterations, start, sample_steps, finish_iterations, layers, lr, seed, periodic, device,
+          step_size, sigma, temperature, shading, iterations, start, sample_steps, finish_iterations, layers, lr, seed, periodic, device,
           precision, cd_steps, checkpoint_every, resume, mask, hole, overwrite):
     """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE), then draw new samples from it as
     `tritongcn sample` does, and write them, a grid, metrics, the first layer's filters and the model
@@ -174,7 +177,7 @@ def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_si
 
     settings = dict(model=model_kind, image_size=image_size, sample_size=sample_size, chain_size=chain_size,
                     chains=chains, langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
-                    temperature=temperature, flatten_shading=flatten_shading,
+                    temperature=temperature, shading=shading,
                     iterations=iterations, start=start, sample_steps=sample_steps,
                     finish_iterations=finish_iterations, layers=layers, lr=lr,
                     seed=seed, periodic=periodic, precision=precision, cd_steps=cd_steps)
@@ -406,7 +409,7 @@ def complete(image, model_path, mask, hole, out_dir, **fill):
     given the known ones, which come out unchanged.
 
     With MODEL (a model.pt of `learn`) it only samples. Without, it first learns the texture from IMAGE's
-    known pixels into --out/model (about as long as `learn`; as `learn --flatten-shading`, since the fill
+    known pixels into --out/model (about as long as `learn`; as `learn --shading flatten`, since the fill
     takes its shading from the hole's surroundings), then samples: Langevin dynamics of the unknown pixels
     with the known ones held, ending with noise-free steps. Writes completed.png, mask.png,
     before_after.png and complete.json (and completions/ with --chains K).
@@ -437,7 +440,7 @@ def expand(image, model_path, size, at, periodic, out_dir, **fill):
     around it, with no seam.
 
     With MODEL (a model.pt of `learn`) it only samples; without, it first learns the texture from IMAGE
-    into --out/model (as `learn --flatten-shading`). Writes expanded.png, before_after.png and expand.json (tiled.png with --periodic,
+    into --out/model (as `learn --shading flatten`). Writes expanded.png, before_after.png and expand.json (tiled.png with --periodic,
     expansions/ with --chains K).
     """
     from .runs.completion import ExpandRun, expand as run_expand

@@ -43,7 +43,7 @@ LEVEL_FALLBACK = 1e-6
 # of light is flattened out of what it learns. With it, the bundled wood no longer ran away while learning
 # around a 64 px hole, and the fills beat OpenCV's by patch_swd and ps_z on every texture and hole of
 # bench/README.md.
-MODEL_SETTINGS = {"flatten_shading": True}
+MODEL_SETTINGS = {"shading": "flatten"}
 
 
 def surroundings_level(image: torch.Tensor, known: torch.Tensor, mean: torch.Tensor, blur: float) -> torch.Tensor:

@@ -7,6 +7,7 @@ from .precision import PRECISION_CHOICES
 
 STARTS = ("zero", "noise", "spectrum")  # where chains start: tritongcn.starts (kept here for the CLI)
 OPTIMIZERS = ("sgd", "adam")  # tritongcn.learn.Learner._make_optimizer
+SHADINGS = ("auto", "flatten", "keep")  # LearnConfig.shading, resolved by tritongcn.learn.Learner
 
 
 def stride_multiple(size: int, stride: int) -> int:
@@ -86,12 +87,16 @@ class LearnConfig:
     # 1.0; the chains' statistics then leave the data's and the weights run away (water and rose did).
     bounded: bool = True
     periodic: bool = True  # chains on the torus and data by their interior (see GenerativeConvNet.boundary)
-    # Subtract each training image's least-squares plane (per channel, over its known pixels) with its
-    # mean: the light's slope across a photo is not texture, and no chain on the torus can hold a ramp,
-    # so a model that chases it pulls the data's score away from every chain (the bundled wood's 53 grey
-    # levels across the image ran its learning away). The model learns the texture without the slope, and
-    # from several images, without their differences in brightness (each image's plane holds its mean).
-    flatten_shading: bool = False
+    # "flatten": subtract each training image's least-squares plane (per channel, over its known pixels)
+    # with its mean. The light's slope across a photo is not texture, and no chain on the torus can hold a
+    # ramp, so a model that chases it pulls the data's score away from every chain (the bundled wood's 53
+    # grey levels across the image ran its learning away). The model learns the texture without the slope,
+    # and from several images, without their differences in brightness (each image's plane holds its
+    # mean). "keep": learn the images as they are. "auto": flatten texture images whose planes hold more
+    # of their variance than everything else does (learn.SHADING_SHARE): wood's 63 %, where water's 19 %
+    # and bark's, rose's and brick's 3 % or less keep their shading, which their new samples' ps_z
+    # measures (bench/TUNING.md). The learner records which it did.
+    shading: str = "auto"
     zero_mean_filters: bool = True  # keep first-layer filters zero-mean (see Learner.project_filters)
     weight_decay: float = 1e-4  # release: 1e-4
     clip: float = 20.0  # SGD: rescale each parameter's gradient so its largest entry is at most this
@@ -125,6 +130,8 @@ class LearnConfig:
             raise ValueError(f"lr_final must be in (0, 1], got {self.lr_final}")
         if not (math.isfinite(self.lr_decay_start) and 0 <= self.lr_decay_start < 1):
             raise ValueError(f"lr_decay_start must be in [0, 1), got {self.lr_decay_start}")
+        if self.shading not in SHADINGS:
+            raise ValueError(f"shading must be one of {', '.join(SHADINGS)}, got {self.shading!r}")
         if self.start not in STARTS:
             raise ValueError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
         if self.precision not in PRECISION_CHOICES:
@@ -147,7 +154,7 @@ class LearnConfig:
         release's way in it (grown layers, chains from the mean image that never restart, chains the
         samples' size), so a missing setting takes that value, not today's default."""
         known = {f.name for f in fields(cls)}
-        legacy = {"grow_layers": True, "lr_decay_start": 0.0, "start": "zero", "lifetime": 0,
+        legacy = {"shading": "keep", "grow_layers": True, "lr_decay_start": 0.0, "start": "zero", "lifetime": 0,
                   "persistent_chains": 0, "bounded": False, "damp_reversals": False, "finish_iterations": 0,
                   "chain_size": d.get("sample_size", 0)}
         settings = {k: v for k, v in d.items() if k in known}
@@ -158,7 +165,7 @@ class LearnConfig:
 # time, 300 plain clipped SGD steps each, persistent chains from the mean image, 10 Langevin steps of 0.3.
 # The object model and contrastive divergence learn this way; they were not tuned further.
 RELEASE = dict(grow_layers=True, optimizer="sgd", lr_final=1.0, lr_decay_start=0.0, chains=4, langevin_steps=10,
-               step_size=0.3, iterations=300, start="zero", lifetime=0, persistent_chains=0, bounded=False,
+               shading="keep", step_size=0.3, iterations=300, start="zero", lifetime=0, persistent_chains=0, bounded=False,
                damp_reversals=False, finish_iterations=0)
 QUALITIES = ("default", "high")
 # `--quality high`: the same recipe, longer and with twice the chains, and without the finish, which made

@@ -179,6 +179,12 @@ class ReversalDamping:
         self.last = {k: v.to(device) for k, v in state["last"].items()}
 
 
+# `shading="auto"` flattens images whose planes of light hold more than this share of their variance (about
+# their mean colour): photos that are more slope than texture. The bundled wood's hold 63 %; water's 19 %,
+# bark's 3.4 %, rose's 2.6 %, brick's 0.1 %.
+SHADING_SHARE = 0.5
+
+
 def shading_plane(images: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
     """(M, C, H, W): each image's and channel's least-squares plane a + b x + c y over its pixels (its
     `known` ones, a bool (M or 1, 1, H, W), where given)."""
@@ -210,9 +216,10 @@ class Learner:
     State (model, optimiser, chains, counters) lives on the object so a caller can checkpoint it between
     iterations. `observed` are mean-subtracted images; `mean` (C,) is the colour to add back to the
     chains to show them (`samples()`). `from_images` does the subtraction, as the release did. With
-    `config.flatten_shading`, each image's plane of light (`shading_plane`, per channel, of its known
-    pixels) is subtracted from `observed` too, and nothing adds it back: the model learns the texture
-    without the light's slope, and with each image's own mean colour taken out.
+    `config.shading` "flatten" (or "auto" on a photo that is more slope than texture), each image's plane
+    of light (`shading_plane`, per channel, of its known pixels) is subtracted from `observed` too, and
+    nothing adds it back: the model learns the texture without the light's slope, and with each image's
+    own mean colour taken out. `config.shading` then records what was done.
     `known` (M, 1, H, W) bool, where given, marks the observed pixels that are known: the texture is
     learned from the rest of each image only (a photo with a hole, an object or a logo in it). The data
     are then scored by the top-layer windows that hold no unknown pixel, so the hole teaches nothing.
@@ -266,9 +273,8 @@ class Learner:
         self.known, self._known_maps = None, {}  # the observed pixels known; each layer's known positions per depth
         if known is not None:
             self._set_known(known)
-        if config.flatten_shading:  # the plane of the known pixels; the unknown ones stay at the mean
-            flat = self.observed - shading_plane(self.observed, self.known)
-            self.observed = flat if self.known is None else torch.where(self.known, flat, self.observed)
+        self._resolve_shading()
+        config = self.config
         # Under torchrun each process holds a shard of the chains; the weight gradient is summed over them.
         self.world = world or World()
         total = len(self.observed) if config.cd_steps else config.chains  # CD: one chain per image
@@ -297,6 +303,23 @@ class Learner:
         self.step_scale = [1.0] * len(self.model.layers)
         self.layer_start = None
         self.guard = RunawayGuard()
+
+    def _resolve_shading(self) -> None:
+        """Flatten the observed images' shading if the config says so, or says "auto" and they are texture
+        images whose planes hold more than SHADING_SHARE of their variance (`shading_share`); record
+        "flatten" or "keep" in the config."""
+        plane = shading_plane(self.observed, self.known)  # of the known pixels; the unknown ones stay at 0
+        weight = torch.ones_like(self.observed[:, :1]) if self.known is None else self.known.float()
+        self.shading_share = float((plane.pow(2) * weight).sum() / (self.observed.pow(2) * weight).sum().clamp_min(1e-12))
+        if self.config.shading == "auto":
+            textured = self.model.top == "sum" and not self.config.cd_steps
+            flatten = textured and self.shading_share > SHADING_SHARE
+        else:
+            flatten = self.config.shading == "flatten"
+        if flatten:
+            flat = self.observed - plane
+            self.observed = flat if self.known is None else torch.where(self.known, flat, self.observed)
+        self.config = dataclasses.replace(self.config, shading="flatten" if flatten else "keep")
 
     def _set_known(self, known: torch.Tensor) -> None:
         """Learn from the known pixels only (see the class): checked, and the unknown ones set to the mean."""

@@ -109,9 +109,13 @@ def learn(run: LearnRun, report: Reporter | None = None) -> Path:
     if world.is_main and saved is None:
         report.say(f"learning {learner.model.in_channels}-channel {config.image_size} px "
                    f"{'images' if len(images) > 1 else 'texture'}: {settings_line(learner.config)}")
+        if config.shading == "auto" and learner.config.shading == "flatten":
+            report.note(f"the light's slope across {'the images' if len(images) > 1 else 'the image'} holds "
+                        f"{learner.shading_share:.0%} of its variance, more than its texture: it is flattened "
+                        "out, and the samples have no shading across them (--shading keep learns it as it is)")
     # Flattening is for textures learned by maximum likelihood: an object's shading is part of it.
     learned = learner.config
-    flattenable = learned.model == "texture" and not learned.cd_steps and not learned.flatten_shading
+    flattenable = learned.model == "texture" and not learned.cd_steps and learned.shading != "flatten"
     watch = LearningWatch(learned.iterations, learned.temperature, suggest_flattening=flattenable)
     with metrics_file, stop_requests() as stop, \
             Progress(learner.total_iterations, f"learning ({learner.config.precision})", file=quiet,
@@ -297,7 +301,7 @@ def settings_line(config: LearnConfig) -> str:
     finish = Learner.finish_iterations(config)
     finish = (f"; then {finish} updates on new chains, {config.finish_langevin_steps} steps each"
               if finish else "")
-    shading = "; the images' shading flattened" if config.flatten_shading else ""
+    shading = "; the images' shading flattened" if config.shading == "flatten" else ""
     return (f"{config.layers} layers ({how}), {config.iterations} iterations, {optimizer} lr "
             f"{config.lr:g}, {chains}{finish}{shading}")
 
@@ -322,7 +326,7 @@ class LearningWatch:
         warnings = []
         if "runaway" in record:
             what = "the finish" if record["iteration"] > self.iterations else f"layer {record['runaway']}"
-            levers = (["--flatten-shading"] if self.suggest_flattening else []) + (
+            levers = (["--shading flatten"] if self.suggest_flattening else []) + (
                 [f"--temperature {self.HOTTER}"] if self.temperature < self.HOTTER else [])
             warnings.append(f"the training image's score ran away from the chains' in {what} ({record['growth']:g} "
                             f"times its recent level): back to the weights of its iteration "
