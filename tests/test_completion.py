@@ -314,6 +314,14 @@ def test_complete_learns_from_the_known_pixels_when_no_model_is_given(tmp_path):
     assert learned["config"]["shading"] == "flatten"  # the fill's shading comes from the surroundings
 
 
+def test_a_runaway_around_a_hole_is_told_the_fill_commands_options():
+    from tritongcn.runs.completion import fill_runaway_advice
+
+    assert fill_runaway_advice(152).startswith("--image-size 224 or a MODEL learned by `tritongcn learn`")
+    assert fill_runaway_advice(600).startswith("a MODEL learned by")  # already larger than learn's size
+    assert "--temperature" not in fill_runaway_advice(152)  # not an option of complete and expand
+
+
 def _quiet_reporter():
     from tritongcn.runs import Reporter
 

@@ -323,10 +323,23 @@ def test_a_runaway_goes_back_to_kept_weights_with_new_chains_and_ends_the_layer(
     assert next(runs, None) is None
 
 
-def test_the_learning_watch_says_what_happened_once():
-    from tritongcn.runs.learning import LearningWatch
+@pytest.mark.parametrize("settings,advice", [
+    ({"temperature": 4.0}, "learning again with --shading flatten may avoid it"),  # already that hot
+    ({"shading": "flatten"}, "learning again with --temperature 4 may avoid it"),
+    ({"model": "object"}, "learning again with --temperature 4 may avoid it"),  # an object's shading is its own
+    ({"cd_steps": 1}, "learning again with --temperature 4 may avoid it"),
+    ({"shading": "flatten", "temperature": 4.0}, ""),  # nothing left to try
+])
+def test_a_runaway_is_told_the_levers_the_run_has_not_tried(settings, advice):
+    from tritongcn.runs.learning import runaway_advice
 
-    watch = LearningWatch(iterations=60)
+    assert runaway_advice(LearnConfig(**settings)) == advice
+
+
+def test_the_learning_watch_says_what_happened_once():
+    from tritongcn.runs.learning import LearningWatch, runaway_advice
+
+    watch = LearningWatch(iterations=60, runaway_advice=runaway_advice(LearnConfig()))
     calm = {"layer": 3, "iteration": 5, "gap": 1.0, "f_obs": 100.0}
     in_layer = watch({**calm, "iteration": 55, "runaway": 3, "from_iteration": 30, "growth": 3.1, "skipped": 5})
     assert in_layer == ["the training image's score ran away from the chains' in layer 3 (3.1 times its recent "
@@ -334,14 +347,8 @@ def test_the_learning_watch_says_what_happened_once():
                         "learning again with --shading flatten or --temperature 4 may avoid it"]
     [ended] = watch({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
     assert "in the finish" in ended and "which end it (20 iterations skipped);" in ended
-    hot = LearningWatch(iterations=60, temperature=4.0)  # already that hot: one lever left
-    [said] = hot({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
-    assert said.endswith("(20 iterations skipped); learning again with --shading flatten may avoid it")
-    flat = LearningWatch(iterations=60, suggest_flattening=False)  # flattened already, or not a texture
-    [said] = flat({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
-    assert said.endswith("(20 iterations skipped); learning again with --temperature 4 may avoid it")
-    both = LearningWatch(iterations=60, temperature=4.0, suggest_flattening=False)  # nothing left to suggest
-    [said] = both({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
+    quiet = LearningWatch(iterations=60)  # no advice to give
+    [said] = quiet({**calm, "iteration": 62, "runaway": 3, "from_iteration": 30, "growth": 2.5, "skipped": 20})
     assert said.endswith("which end it (20 iterations skipped)")
     [regrown] = watch({**calm, "regrown": 2, "step_scale": 0.5})
     assert regrown.startswith("layer 2 went silent") and "0.5 of the step" in regrown

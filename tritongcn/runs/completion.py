@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import LearnConfig
 from ..progress import Progress, format_seconds
 from .common import Reporter, RunError, load_model, usable_device
 
@@ -13,6 +14,7 @@ from .common import Reporter, RunError, load_model, usable_device
 SCALE_NOTE = 1.25
 # Images whose shorter side is larger than this are slow to learn from at their own size: said so.
 LARGE_SIDE = 512
+LEARN_SIDE = LearnConfig.image_size  # `learn`'s image size, where learning around a hole held better
 
 
 @dataclass
@@ -173,10 +175,21 @@ def _model(image_path: Path, image, s: FillSettings, out_dir: Path, report: Repo
     if min(image.shape[1:]) > LARGE_SIDE:
         report.note(f"learning at {min(image.shape[1:])} px takes several times longer than at `learn`'s 224: "
                     "--image-size 224 works on the image resized")
-    settings = {**MODEL_SETTINGS, **s.learn_settings, "image_size": min(image.shape[1:])}  # the whole image
+    side = min(image.shape[1:])
+    settings = {**MODEL_SETTINGS, **s.learn_settings, "image_size": side}  # the whole image at its size
     learn(LearnRun(image_path, out_dir / "model", settings=settings, quality=s.quality, device=s.device,
-                   resume=s.resume, overwrite=s.overwrite, mask=mask, hole=hole, crop=False), report)
+                   resume=s.resume, overwrite=s.overwrite, mask=mask, hole=hole, crop=False,
+                   runaway_advice=fill_runaway_advice(side)), report)
     return learned
+
+
+def fill_runaway_advice(side: int) -> str:
+    """What a runaway while learning around a hole in an image of shorter side `side` tells the user: the
+    options of `complete` and `expand`, not `learn`'s. The bundled wood (152 px) ran away around a 48 px
+    hole in three runs of three, its shading flattened (two seeds, and hot chains); resized to 224 px,
+    `learn`'s size, it did not (README)."""
+    larger = f"--image-size {LEARN_SIDE} or " if side < LEARN_SIDE else ""
+    return f"{larger}a MODEL learned by `tritongcn learn` from a whole image of the texture may fill better"
 
 
 def _fill(model_path: Path, image, unknown, s: FillSettings, periodic: bool, what: str, report: Reporter):

@@ -37,6 +37,8 @@ class LearnRun:
     # False: the whole image, its shorter side resized to image_size, not a centred square of it (for
     # completion and expansion, which give the image back whole).
     crop: bool = True
+    # What a runaway's warning tells the user to try; None: `runaway_advice`, learn's own options.
+    runaway_advice: str | None = None
 
 
 def learn(run: LearnRun, report: Reporter | None = None) -> Path:
@@ -113,10 +115,8 @@ def learn(run: LearnRun, report: Reporter | None = None) -> Path:
             report.note(f"the light's slope across {'the images' if len(images) > 1 else 'the image'} holds "
                         f"{learner.shading_share:.0%} of its variance, more than its texture: it is flattened "
                         "out, and the samples have no shading across them (--shading keep learns it as it is)")
-    # Flattening is for textures learned by maximum likelihood: an object's shading is part of it.
-    learned = learner.config
-    flattenable = learned.model == "texture" and not learned.cd_steps and learned.shading != "flatten"
-    watch = LearningWatch(learned.iterations, learned.temperature, suggest_flattening=flattenable)
+    advice = runaway_advice(learner.config) if run.runaway_advice is None else run.runaway_advice
+    watch = LearningWatch(learner.config.iterations, advice)
     with metrics_file, stop_requests() as stop, \
             Progress(learner.total_iterations, f"learning ({learner.config.precision})", file=quiet,
                      costs=learner.iteration_costs()) as bar:
@@ -306,32 +306,40 @@ def settings_line(config: LearnConfig) -> str:
             f"{config.lr:g}, {chains}{finish}{shading}")
 
 
+# Learning chains this hot learned the bundled wood, its shading kept, without the runaway it had at 1
+# (README, "When things go wrong"); flattened, it had none either.
+HOTTER = 4
+
+
+def runaway_advice(config: LearnConfig) -> str:
+    """The `learn` options a run of `config` has not tried that kept the bundled wood from running away."""
+    # Flattening is for textures learned by maximum likelihood: an object's shading is part of it.
+    flattenable = config.model == "texture" and not config.cd_steps and config.shading != "flatten"
+    levers = (["--shading flatten"] if flattenable else []) + (
+        [f"--temperature {HOTTER}"] if config.temperature < HOTTER else [])
+    return f"learning again with {' or '.join(levers)} may avoid it" if levers else ""
+
+
 class LearningWatch:
     """What a user should hear of while learning runs: a layer regrown after going silent, a runaway rescued
     (`learn.RunawayGuard`), and a gap that swings from sign to sign at every iteration (the step is too large
     for the layer). Each once."""
 
     WINDOW = 12  # iterations looked at for a swing
-    # Learning chains this hot learned the bundled wood without the runaway it has at 1 (README, "When
-    # things go wrong"), and so did its shading flattened: the levers a runaway's warning suggests.
-    HOTTER = 4
 
-    def __init__(self, iterations: int, temperature: float = 1.0, suggest_flattening: bool = True):
+    def __init__(self, iterations: int, runaway_advice: str = ""):
         self.iterations = iterations  # per layer: past them, the finish
-        self.temperature = temperature  # the run's learning chains'
-        self.suggest_flattening = suggest_flattening  # a texture run whose shading is not flattened yet
+        self.runaway_advice = runaway_advice  # what a runaway's warning ends with, if anything
         self.gaps, self.warned = [], set()
 
     def __call__(self, record) -> list:
         warnings = []
         if "runaway" in record:
             what = "the finish" if record["iteration"] > self.iterations else f"layer {record['runaway']}"
-            levers = (["--shading flatten"] if self.suggest_flattening else []) + (
-                [f"--temperature {self.HOTTER}"] if self.temperature < self.HOTTER else [])
             warnings.append(f"the training image's score ran away from the chains' in {what} ({record['growth']:g} "
                             f"times its recent level): back to the weights of its iteration "
                             f"{record['from_iteration']}, which end it ({record['skipped']} iterations skipped)"
-                            + (f"; learning again with {' or '.join(levers)} may avoid it" if levers else ""))
+                            + (f"; {self.runaway_advice}" if self.runaway_advice else ""))
         if "regrown" in record:
             warnings.append(f"layer {record['regrown']} went silent on the training image (no unit active) and "
                             f"is learned again from its first weights at {record['step_scale']:g} of the step")
