@@ -440,8 +440,8 @@ def expand(image, model_path, size, at, periodic, out_dir, **fill):
     around it, with no seam.
 
     With MODEL (a model.pt of `learn`) it only samples; without, it first learns the texture from IMAGE
-    into --out/model (as `learn --shading flatten`). Writes expanded.png, before_after.png and expand.json (tiled.png with --periodic,
-    expansions/ with --chains K).
+    into --out/model (as `learn --shading flatten`). Writes expanded.png, before_after.png and expand.json
+    (tiled.png with --periodic, expansions/ with --chains K).
     """
     from .runs.completion import ExpandRun, expand as run_expand
 

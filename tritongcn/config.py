@@ -154,9 +154,9 @@ class LearnConfig:
         release's way in it (grown layers, chains from the mean image that never restart, chains the
         samples' size), so a missing setting takes that value, not today's default."""
         known = {f.name for f in fields(cls)}
-        legacy = {"shading": "keep", "grow_layers": True, "lr_decay_start": 0.0, "start": "zero", "lifetime": 0,
-                  "persistent_chains": 0, "bounded": False, "damp_reversals": False, "finish_iterations": 0,
-                  "chain_size": d.get("sample_size", 0)}
+        legacy = {"shading": "keep", "grow_layers": True, "lr_decay_start": 0.0, "start": "zero",
+                  "lifetime": 0, "persistent_chains": 0, "bounded": False, "damp_reversals": False,
+                  "finish_iterations": 0, "chain_size": d.get("sample_size", 0)}
         settings = {k: v for k, v in d.items() if k in known}
         return cls(**{**{k: v for k, v in legacy.items() if k not in d}, **settings})
 
@@ -165,8 +165,8 @@ class LearnConfig:
 # time, 300 plain clipped SGD steps each, persistent chains from the mean image, 10 Langevin steps of 0.3.
 # The object model and contrastive divergence learn this way; they were not tuned further.
 RELEASE = dict(grow_layers=True, optimizer="sgd", lr_final=1.0, lr_decay_start=0.0, chains=4, langevin_steps=10,
-               shading="keep", step_size=0.3, iterations=300, start="zero", lifetime=0, persistent_chains=0, bounded=False,
-               damp_reversals=False, finish_iterations=0)
+               step_size=0.3, iterations=300, start="zero", lifetime=0, persistent_chains=0, bounded=False,
+               damp_reversals=False, finish_iterations=0, shading="keep")
 QUALITIES = ("default", "high")
 # `--quality high`: the same recipe, longer and with twice the chains, and without the finish, which made
 # its new samples worse on bark and rose and better on water (bench/TUNING.md).

@@ -310,7 +310,8 @@ class Learner:
         "flatten" or "keep" in the config."""
         plane = shading_plane(self.observed, self.known)  # of the known pixels; the unknown ones stay at 0
         weight = torch.ones_like(self.observed[:, :1]) if self.known is None else self.known.float()
-        self.shading_share = float((plane.pow(2) * weight).sum() / (self.observed.pow(2) * weight).sum().clamp_min(1e-12))
+        energy = (self.observed.pow(2) * weight).sum().clamp_min(1e-12)  # about the mean colour
+        self.shading_share = float((plane.pow(2) * weight).sum() / energy)
         if self.config.shading == "auto":
             textured = self.model.top == "sum" and not self.config.cd_steps
             flatten = textured and self.shading_share > SHADING_SHARE

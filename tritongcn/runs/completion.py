@@ -172,10 +172,10 @@ def _model(image_path: Path, image, s: FillSettings, out_dir: Path, report: Repo
         return learned
     report.say(f"learning the texture from {'the known pixels of ' if mask or hole else ''}{image_path} first "
                f"(at {image.shape[2]}x{image.shape[1]} px; give a MODEL to skip this)")
-    if min(image.shape[1:]) > LARGE_SIDE:
-        report.note(f"learning at {min(image.shape[1:])} px takes several times longer than at `learn`'s 224: "
-                    "--image-size 224 works on the image resized")
     side = min(image.shape[1:])
+    if side > LARGE_SIDE:
+        report.note(f"learning at {side} px takes several times longer than at `learn`'s {LEARN_SIDE}: "
+                    f"--image-size {LEARN_SIDE} works on the image resized")
     settings = {**MODEL_SETTINGS, **s.learn_settings, "image_size": side}  # the whole image at its size
     learn(LearnRun(image_path, out_dir / "model", settings=settings, quality=s.quality, device=s.device,
                    resume=s.resume, overwrite=s.overwrite, mask=mask, hole=hole, crop=False,
