@@ -142,17 +142,17 @@ def complete(model: GenerativeConvNet, image: torch.Tensor, unknown: torch.Tenso
     # darker or lighter part of the image fills at the image's average brightness.
     # Only the image within the blur's reach of the region counts: a small hole in a large photo blurs a
     # crop, not the whole photo (17 s for 12 Mpx on 2 cores).
-    mean, blur = mean.float().cpu(), LEVEL_BLUR * model.receptive_field()
+    pixels, mean, blur = image.float().cpu(), mean.float().cpu(), LEVEL_BLUR * model.receptive_field()
     reach = _blur_reach(blur)
     grown = Region(region.top - reach, region.left - reach, region.height + 2 * reach, region.width + 2 * reach)
     crop, grown_part = _overlap(grown, (h, w))
     level = mean.view(1, -1, 1, 1).repeat(1, 1, grown.height, grown.width)  # outside the image: the mean
-    level[(0, slice(None)) + grown_part] = surroundings_level(image.cpu()[(slice(None),) + crop], ~unknown[crop],
+    level[(0, slice(None)) + grown_part] = surroundings_level(pixels[(slice(None),) + crop], ~unknown[crop],
                                                              mean, blur)
     level = level[:, :, reach:reach + region.height, reach:reach + region.width]
     values = torch.zeros(1, channels, region.height, region.width)
     known = torch.zeros(1, 1, region.height, region.width, dtype=torch.bool)  # outside the image: unknown
-    values[(0, slice(None)) + region_part] = image.float().cpu()[(slice(None),) + image_part]
+    values[(0, slice(None)) + region_part] = pixels[(slice(None),) + image_part]
     values -= level
     known[(0, 0) + region_part] = ~unknown[image_part]
     # No per-channel bounds: the level varies by pixel; the result is clamped to [0, 255] below.
@@ -164,7 +164,7 @@ def complete(model: GenerativeConvNet, image: torch.Tensor, unknown: torch.Tenso
     per_chunk = (lambda done: progress(done * finish_steps)) if progress else None
     bank.advance(finish_steps, per_chunk, noise=False)
     filled = (bank.x.cpu() + level)[(slice(None), slice(None)) + region_part]
-    out = image.float().cpu().expand(chains, -1, -1, -1).clone()
+    out = pixels.expand(chains, -1, -1, -1).clone()
     hole = unknown[image_part].expand_as(filled[:, :1]).expand_as(filled)
     out[(slice(None), slice(None)) + image_part] = torch.where(
         hole, filled.clamp(0, 255), out[(slice(None), slice(None)) + image_part])

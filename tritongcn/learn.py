@@ -313,8 +313,7 @@ class Learner:
         energy = (self.observed.pow(2) * weight).sum().clamp_min(1e-12)  # about the mean colour
         self.shading_share = float((plane.pow(2) * weight).sum() / energy)
         if self.config.shading == "auto":
-            textured = self.model.top == "sum" and not self.config.cd_steps
-            flatten = textured and self.shading_share > SHADING_SHARE
+            flatten = self.may_flatten(self.config) and self.shading_share > SHADING_SHARE
         else:
             flatten = self.config.shading == "flatten"
         if flatten:
@@ -363,6 +362,12 @@ class Learner:
     def finishing(self) -> bool:
         """Whether the run is in its finish: past the last layer's `iterations`."""
         return self.layer >= self.config.layers and self.iteration >= self.config.iterations
+
+    @staticmethod
+    def may_flatten(config: LearnConfig) -> bool:
+        """Whether flattening the shading is for this run: textures learned by maximum likelihood, whose
+        chains on the torus cannot hold a slope; an object's shading is part of it."""
+        return config.model == "texture" and not config.cd_steps
 
     @staticmethod
     def grows(config: LearnConfig) -> bool:

@@ -313,8 +313,9 @@ HOTTER = 4
 
 def runaway_advice(config: LearnConfig) -> str:
     """The `learn` options a run of `config` has not tried that kept the bundled wood from running away."""
-    # Flattening is for textures learned by maximum likelihood: an object's shading is part of it.
-    flattenable = config.model == "texture" and not config.cd_steps and config.shading != "flatten"
+    from ..learn import Learner
+
+    flattenable = Learner.may_flatten(config) and config.shading != "flatten"
     levers = (["--shading flatten"] if flattenable else []) + (
         [f"--temperature {HOTTER}"] if config.temperature < HOTTER else [])
     return f"learning again with {' or '.join(levers)} may avoid it" if levers else ""
