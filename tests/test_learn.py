@@ -6,7 +6,9 @@ import torch
 from conftest import TINY_CONFIG as TINY, stripes
 from tritongcn import LearnConfig, Learner
 from tritongcn.config import RELEASE, recipe
-from tritongcn.learn import ReversalDamping, shading_plane
+from tritongcn.chains import ChainBank, sampler_bank
+from tritongcn.distributed import World
+from tritongcn.learn import FINISH_STREAM, ReversalDamping, shading_plane
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 
 def test_learning_is_deterministic_per_seed():
@@ -449,34 +451,74 @@ def test_new_chains_of_a_learned_model_score_clearly_better_than_random_phase_no
 
 
 def test_the_finish_learns_on_new_chains_drawn_as_sample_draws_them():
-    # 3 iterations of one layer, then 4 finish updates of 5 Langevin steps each: every chain restarts
-    # from the sampler's start every sample_steps = 10 steps (2 updates), staggered, at the final rate.
-    config = LearnConfig(**{**TINY, "layers": 1, "chains": 4, "finish_iterations": 4}, finish_langevin_steps=5,
-                         sample_steps=10, lr_final=0.1, lifetime=0, persistent_chains=4)
+    # 3 iterations of one layer on 2 chains of the learning size, then 4 finish updates of 5 Langevin
+    # steps each on the finish's own 4 chains of the samples' size (36 px): each starts again from the
+    # sampler's start every sample_steps = 10 steps (2 updates), staggered, at the final rate.
+    config = LearnConfig(**{**TINY, "layers": 1, "chains": 2, "finish_iterations": 4}, finish_chains=4,
+                         finish_langevin_steps=5, sample_steps=10, lr_final=0.1, lifetime=0, persistent_chains=2)
     learner = Learner(stripes(), config)
     assert learner.total_iterations == 7 and len(learner.iteration_costs()) == 7
+    learning, started = learner.bank, []
+    start_finish_chains = learner._start_finish_chains
+    learner._start_finish_chains = lambda: (start_finish_chains(), started.append(learner.bank.x.clone()))
+    runs = learner.run()
+    for _ in range(3):
+        next(runs)
+    assert learner.finishing and learner.bank is learning and learning.x.shape[-1] == learner.config.chain_size == 21
     restarted, steps, rates = [], [], []
+    for _ in range(4):
+        restarted.append(sorted(learner._chains_to_restart()))  # (of the learning chains before the first)
+        before = learner.langevin_steps_done if learner.on_finish_chains else 0
+        next(runs)
+        steps.append(learner.langevin_steps_done - before)
+        rates.append(learner.optimizer.param_groups[0]["lr"] / config.lr)
+    with pytest.raises(StopIteration):
+        next(runs)
+    assert learner.bank.x.shape == (4, 3, 36, 36) and learner.bank.total_chains == 4 and len(started) == 1
+    assert steps == [5] * 4 and rates == [pytest.approx(0.1)] * 4
+    # Chains 0, 1 (phase 0) and 2, 3 (phase 1) take turns; at the first update 2 and 3 were just born.
+    assert restarted[1:] == [[0, 1], [2, 3], [0, 1]]
+    # They started as `sample` starts its chains, from a stream of their own, not `sample`'s with the seed.
+    drawn = sampler_bank(learner.model, learner.config, learner.start_kernel, 4, seed=config.seed ^ FINISH_STREAM,
+                         mean=learner.mean)
+    same_seed = sampler_bank(learner.model, learner.config, learner.start_kernel, 4, seed=config.seed,
+                             mean=learner.mean)
+    assert torch.equal(started[0], drawn.x) and not torch.equal(started[0], same_seed.x)
+
+
+def test_a_finish_without_chains_of_its_own_restarts_the_learning_chains():
+    # finish_chains=0 (the object model, and files from before the finish had chains of its own): the
+    # learning chains restart from the sampler's start every sample_steps = 10 steps (2 updates), staggered.
+    config = LearnConfig(**{**TINY, "layers": 1, "chains": 4, "finish_iterations": 4}, finish_chains=0,
+                         finish_langevin_steps=5, sample_steps=10, lr_final=0.1, lifetime=0, persistent_chains=4)
+    learner = Learner(stripes(), config)
+    restarted, steps = [], []
     runs = learner.run()
     for _ in range(7):
         restarted.append(sorted(learner._chains_to_restart()))
         before = learner.langevin_steps_done
         next(runs)
         steps.append(learner.langevin_steps_done - before)
-        rates.append(learner.optimizer.param_groups[0]["lr"] / config.lr)
-    assert steps == [2, 2, 2, 5, 5, 5, 5]
-    assert rates[3:] == [pytest.approx(0.1)] * 4
+    assert steps == [2, 2, 2, 5, 5, 5, 5] and not learner.on_finish_chains
     # Persistent chains before the finish; in it, chains 0, 1 (phase 0) and 2, 3 (phase 1) take turns.
     assert restarted[:3] == [[], [], []] and restarted[3:] == [[2, 3], [0, 1], [2, 3], [0, 1]]
-    with pytest.raises(StopIteration):
-        next(runs)
+    assert Learner.finish_chains(LearnConfig(model="object")) == 0
+    saved_before_it_existed = {k: v for k, v in LearnConfig().to_dict().items() if k != "finish_chains"}
+    assert LearnConfig.from_dict(saved_before_it_existed).finish_chains == 0
 
 
-def test_tempered_learning_chains_and_a_finish_at_the_models_temperature():
+def test_the_finishs_chains_must_split_between_the_processes():
+    config = LearnConfig(**{**TINY, "finish_iterations": 2}, finish_chains=1)
+    with pytest.raises(ValueError, match="finish's 1 chains cannot be split between 2 processes"):
+        Learner(stripes(), config, world=World(rank=1, size=2))
+
+
+def test_tempered_learning_chains_and_a_finish_at_the_models_temperature(monkeypatch):
     config = LearnConfig(**{**TINY, "layers": 1, "finish_iterations": 2}, temperature=4.0)
     learner = Learner(stripes(), config)
-    temperatures, advance = [], learner.bank.advance
-    learner.bank.advance = lambda steps, progress=None, noise=True, temperature=1.0: (
-        temperatures.append(temperature), advance(steps, progress, noise, temperature))
+    temperatures, advance = [], ChainBank.advance
+    monkeypatch.setattr(ChainBank, "advance", lambda bank, steps, progress=None, noise=True, temperature=1.0: (
+        temperatures.append(temperature), advance(bank, steps, progress, noise, temperature)))
     list(learner.run())
     assert temperatures == [4.0] * 3 + [1.0] * 2  # 3 learning iterations, then the finish's new samples
     with pytest.raises(ValueError, match="temperature"):
@@ -491,17 +533,18 @@ def test_contrastive_divergence_and_the_release_have_no_finish():
 
 
 def test_a_learner_resumed_in_its_finish_ends_where_an_uninterrupted_one_does():
-    config = LearnConfig(**{**TINY, "layers": 1, "chains": 3, "finish_iterations": 4}, finish_langevin_steps=3,
-                         sample_steps=6, precision="float32")
+    config = LearnConfig(**{**TINY, "layers": 1, "chains": 3, "finish_iterations": 4}, finish_chains=2,
+                         finish_langevin_steps=3, sample_steps=6, precision="float32")
     straight = Learner(stripes(), config)
     list(straight.run())
-    first = Learner(stripes(), config)
-    runs = first.run()
-    for _ in range(5):  # 3 iterations and 2 of the finish
-        next(runs)
-    resumed = Learner(stripes(), config)
-    resumed.load_state_dict(first.state_dict())
-    assert resumed.finishing and len(list(resumed.run())) == 2
-    assert torch.equal(resumed.chains, straight.chains)
-    for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
-        assert torch.equal(a, b)
+    for done in (3, 5):  # at the finish's start, on the learning chains; after 2 of its updates, on its own
+        first = Learner(stripes(), config)
+        runs = first.run()
+        for _ in range(done):
+            next(runs)
+        resumed = Learner(stripes(), config)
+        resumed.load_state_dict(first.state_dict())
+        assert resumed.finishing and len(list(resumed.run())) == 7 - done
+        assert torch.equal(resumed.chains, straight.chains)
+        for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
+            assert torch.equal(a, b)

@@ -136,6 +136,11 @@ def _preset_help(name: str, text: str) -> str:
 @click.option("--finish", "finish_iterations", type=click.IntRange(0, 10**6), default=None,
               help=_preset_help("finish_iterations", "Updates at the end in which every chain is a new sample, "
                                                      "drawn as `sample` draws them (0: none)."))
+@click.option("--finish-chains", type=click.IntRange(0, 1 << 20), default=DEFAULTS["finish_chains"],
+              show_default=True,
+              help="New chains of the samples' size that the finish learns on in place of the learning chains "
+                   "(0: the learning chains restart as new samples). 4 helped water's samples and hurt rose's "
+                   "(bench/TUNING.md), and take the finish twice as long.")
 @click.option("--layers", type=click.IntRange(1, 3), default=DEFAULTS["layers"], show_default=True,
               help="Layers of the net.")
 @click.option("--lr", type=float, default=None, callback=_positive_float,
@@ -161,7 +166,8 @@ def _preset_help(name: str, text: str) -> str:
 @hole_option
 @overwrite_option
 def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_size, chains, langevin_steps,
-          step_size, sigma, temperature, shading, iterations, start, sample_steps, finish_iterations, layers, lr, seed, periodic, device,
+          step_size, sigma, temperature, shading, iterations, start, sample_steps, finish_iterations, finish_chains, layers,
+          lr, seed, periodic, device,
           precision, cd_steps, checkpoint_every, resume, mask, hole, overwrite):
     """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE), then draw new samples from it as
     `tritongcn sample` does, and write them, a grid, metrics, the first layer's filters and the model
@@ -179,7 +185,7 @@ def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_si
                     chains=chains, langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
                     temperature=temperature, shading=shading,
                     iterations=iterations, start=start, sample_steps=sample_steps,
-                    finish_iterations=finish_iterations, layers=layers, lr=lr,
+                    finish_iterations=finish_iterations, finish_chains=finish_chains, layers=layers, lr=lr,
                     seed=seed, periodic=periodic, precision=precision, cd_steps=cd_steps)
     with _run_errors():
         run_learn(LearnRun(image, out_dir, settings, quality=quality, device=device,

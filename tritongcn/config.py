@@ -82,6 +82,12 @@ class LearnConfig:
     # ps_z); the finish shows the model where its new chains go, and corrects it there (bench/TUNING.md).
     finish_iterations: int = 40
     finish_langevin_steps: int = 30
+    # The finish's own chains, new chains at the samples' size that replace the learning chains in it
+    # (texture model); 0: the learning chains restart as new samples at their own size. With 4 of 225 px
+    # water's new samples scored ps_z 1.10 and 1.08 (two seeds) against 1.11 and 1.31, but rose's 1.62 and
+    # 1.34 against 1.30 and 1.38, in smooth blobs larger than a learning chain; with 2, bark's 1.95
+    # against 0.91. Each run takes a minute longer (bench/TUNING.md).
+    finish_chains: int = 0
     # Keep every chain inside the [0, 255] range of images after each Langevin step (the model restricted
     # to images). Unbounded, a model whose weights grew can throw chains far outside it in one step of
     # 1.0; the chains' statistics then leave the data's and the weights run away (water and rose did).
@@ -119,7 +125,8 @@ class LearnConfig:
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("sample_size", "chain_size", "lifetime", "persistent_chains", "finish_iterations"):
+        for name in ("sample_size", "chain_size", "lifetime", "persistent_chains", "finish_iterations",
+                     "finish_chains"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: the default rule), got {getattr(self, name)}")
         for name in ("step_size", "sigma", "lr", "clip", "temperature"):
@@ -156,7 +163,7 @@ class LearnConfig:
         known = {f.name for f in fields(cls)}
         legacy = {"shading": "keep", "grow_layers": True, "lr_decay_start": 0.0, "start": "zero",
                   "lifetime": 0, "persistent_chains": 0, "bounded": False, "damp_reversals": False,
-                  "finish_iterations": 0, "chain_size": d.get("sample_size", 0)}
+                  "finish_iterations": 0, "finish_chains": 0, "chain_size": d.get("sample_size", 0)}
         settings = {k: v for k, v in d.items() if k in known}
         return cls(**{**{k: v for k, v in legacy.items() if k not in d}, **settings})
 

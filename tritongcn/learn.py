@@ -14,8 +14,9 @@ drawn from a model that has stopped moving.
 
 Even so, chains that lived through the learning can hold states that new chains of the final model do not
 reach: they were steered there by the moving weights. The finish (`finish_iterations`) ends the run with
-updates at the final rate in which every chain is a new sample, drawn exactly as `tritongcn sample` draws
-them, so the last thing the model learns is where its own new chains go.
+updates at the final rate in which every chain is a new sample, drawn as `tritongcn sample` draws them
+(at the learning chains' size, or with `finish_chains` at the samples'), so the last thing the model
+learns is where its own new chains go.
 """
 
 import contextlib
@@ -184,6 +185,10 @@ class ReversalDamping:
 # bark's 3.4 %, rose's 2.6 %, brick's 0.1 %.
 SHADING_SHARE = 0.5
 
+# The finish's chains draw their starts and noise from a stream of their own (the run's seed XOR this),
+# apart from the learning chains' and from `sample`'s with the same seed.
+FINISH_STREAM = 0xF1415
+
 
 def shading_plane(images: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
     """(M, C, H, W): each image's and channel's least-squares plane a + b x + c y over its pixels (its
@@ -295,6 +300,10 @@ class Learner:
                               first_chain=first, total_chains=total, precision=config.precision,
                               images=self.restart, init=config.start, start_kernel=self.start_kernel,
                               mean=self.mean if config.bounded else None)
+        if self.finish_chains(config) and config.finish_chains < self.world.size:  # every process says so
+            raise ValueError(f"the finish's {config.finish_chains} chains cannot be split between "
+                             f"{self.world.size} processes")
+        self.on_finish_chains = False  # whether `bank` holds the finish's chains (`_start_finish_chains`)
         self.layer = self.model.depth  # layer being grown, 1-based (the top layer when all learn at once)
         self.iteration = 0  # iterations done in the current layer
         self.seconds = 0.0  # time spent in iterations so far
@@ -353,6 +362,12 @@ class Learner:
         """The finish's updates (contrastive divergence has no sampler from scratch, so none)."""
         return 0 if config.cd_steps else config.finish_iterations
 
+    @staticmethod
+    def finish_chains(config: LearnConfig) -> int:
+        """The finish's own chains at the samples' size; 0: it restarts the learning chains as new samples
+        (the object model, whose chains are the data's size, and files from before it had its own)."""
+        return config.finish_chains if config.model == "texture" and not config.cd_steps else 0
+
     @classmethod
     def finished(cls, config: LearnConfig, layer: int, iteration: int) -> bool:
         """Whether a run of `config` at this layer and iteration (a state_dict's) has nothing left to do."""
@@ -362,6 +377,17 @@ class Learner:
     def finishing(self) -> bool:
         """Whether the run is in its finish: past the last layer's `iterations`."""
         return self.layer >= self.config.layers and self.iteration >= self.config.iterations
+
+    def _start_finish_chains(self) -> None:
+        """Replace the learning chains by the finish's (`finish_chains`), new chains at the samples' size
+        drawn as `sample` draws them; this process takes its shard."""
+        c = self.config
+        first, count = self.world.shard(c.finish_chains)
+        self.bank = sampler_bank(self.model, c, self.start_kernel, count, seed=c.seed ^ FINISH_STREAM,
+                                 device=self.device, mean=self.mean, backend=c.backend, precision=c.precision,
+                                 first_chain=first, total_chains=c.finish_chains, notify=self.bank.notify)
+        self.share = count / c.finish_chains
+        self.on_finish_chains = True
 
     @staticmethod
     def may_flatten(config: LearnConfig) -> bool:
@@ -393,7 +419,8 @@ class Learner:
 
     @property
     def chains(self) -> torch.Tensor:
-        """The persistent chains (N, C, H, W), mean-subtracted, on the learner's device."""
+        """The chains (N, C, H, W) learned on, mean-subtracted, on the learner's device: the learning
+        chains, and in the finish its own (`_start_finish_chains`)."""
         return self.bank.x
 
     @property
@@ -468,19 +495,27 @@ class Learner:
         left: the multiply-adds of the active layers on one learning chain, plus the first layer's again
         for what every iteration pays whatever its depth (the data, the update, Python). At depths 1, 2,
         3 of the default recipe that is 1 : 2.2 : 2.3; measured, 1 : 2.5 : 2.6 (bench/README.md)."""
-        side, channels, macs = self.config.chain_size or self.config.sample_size, self.model.in_channels, []
-        for spec in self.model.layers[:self.config.layers]:
-            side = -(-side // spec.stride)
-            macs.append(spec.out_channels * channels * spec.kernel_size ** 2 * side * side)
-            channels = spec.out_channels
         c = self.config
-        # A finish update runs finish_langevin_steps steps where the others run langevin_steps; the
-        # weight gradient costs about one more step.
-        finish = [sum(macs) * (c.finish_langevin_steps + 1) / (c.langevin_steps + 1) + macs[0]
+        macs = self._macs_per_layer(c.chain_size or c.sample_size)
+        # A finish update runs finish_langevin_steps steps where the others run langevin_steps, on its own
+        # chains where it has them; the weight gradient costs about one more step.
+        finish_macs = sum(macs)
+        if self.finish_chains(c):
+            finish_macs = sum(self._macs_per_layer(c.sample_size)) * c.finish_chains / c.chains
+        finish = [finish_macs * (c.finish_langevin_steps + 1) / (c.langevin_steps + 1) + macs[0]
                   ] * self.finish_iterations(c)
         if not self.grows(c):
             return [sum(macs) + macs[0]] * c.iterations + finish
         return [sum(macs[:depth]) + macs[0] for depth in range(1, c.layers + 1) for _ in range(c.iterations)] + finish
+
+    def _macs_per_layer(self, side: int) -> list:
+        """Multiply-adds of each of the run's layers on one chain of `side` px."""
+        channels, macs = self.model.in_channels, []
+        for spec in self.model.layers[:self.config.layers]:
+            side = -(-side // spec.stride)
+            macs.append(spec.out_channels * channels * spec.kernel_size ** 2 * side * side)
+            channels = spec.out_channels
+        return macs
 
     @property
     def total_iterations(self) -> int:
@@ -492,6 +527,8 @@ class Learner:
         c = self.config
         start = time.perf_counter()
         self._set_learning_rate()
+        if self.finishing and self.finish_chains(c) and not self.on_finish_chains:
+            self._start_finish_chains()
         record = {}
         if c.cd_steps:
             # How well the current weights auto-encode the data (Proposition 3: CD lowers this).
@@ -680,6 +717,10 @@ class Learner:
         self.model.depth = int(state["layer"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.layer, self.iteration = int(state["layer"]), int(state["iteration"])
+        # Saved after a finish update: the chains are the finish's own.
+        if self.finish_chains(self.config) and self.finishing and self.iteration > self.config.iterations:
+            self._start_finish_chains()
         chains = state["chains"]
         first = self.bank.first_chain
         if len(chains) != self.bank.total_chains or tuple(chains.shape[1:]) != tuple(self.chains.shape[1:]):
@@ -687,7 +728,6 @@ class Learner:
                              f"{self.bank.total_chains} chains of {tuple(self.chains.shape[1:])}")
         self.bank.x.copy_(chains[first:first + len(self.bank)])
         self.bank.steps.fill_(int(state["langevin_steps_done"]))
-        self.layer, self.iteration = int(state["layer"]), int(state["iteration"])
         self.seconds = float(state["seconds"])
         self.step_scale = list(state.get("step_scale", self.step_scale))
         self.layer_start = state.get("layer_start")

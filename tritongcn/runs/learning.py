@@ -299,8 +299,9 @@ def settings_line(config: LearnConfig) -> str:
                   + (f" at temperature {config.temperature:g}" if config.temperature != 1 else ""))
     optimizer = config.optimizer + (" (steps halved on reversal)" if Learner.damps(config) else "")
     finish = Learner.finish_iterations(config)
-    finish = (f"; then {finish} updates on new chains, {config.finish_langevin_steps} steps each"
-              if finish else "")
+    own = Learner.finish_chains(config)
+    finish = (f"; then {finish} updates on new chains{f' ({own} of {config.sample_size} px)' if own else ''}, "
+              f"{config.finish_langevin_steps} steps each" if finish else "")
     shading = "; the images' shading flattened" if config.shading == "flatten" else ""
     return (f"{config.layers} layers ({how}), {config.iterations} iterations, {optimizer} lr "
             f"{config.lr:g}, {chains}{finish}{shading}")
