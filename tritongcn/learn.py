@@ -322,7 +322,7 @@ class Learner:
         energy = (self.observed.pow(2) * weight).sum().clamp_min(1e-12)  # about the mean colour
         self.shading_share = float((plane.pow(2) * weight).sum() / energy)
         if self.config.shading == "auto":
-            flatten = self.may_flatten(self.config) and self.shading_share > SHADING_SHARE
+            flatten = self.texture_chains(self.config) and self.shading_share > SHADING_SHARE
         else:
             flatten = self.config.shading == "flatten"
         if flatten:
@@ -362,11 +362,11 @@ class Learner:
         """The finish's updates (contrastive divergence has no sampler from scratch, so none)."""
         return 0 if config.cd_steps else config.finish_iterations
 
-    @staticmethod
-    def finish_chains(config: LearnConfig) -> int:
+    @classmethod
+    def finish_chains(cls, config: LearnConfig) -> int:
         """The finish's own chains at the samples' size; 0: it restarts the learning chains as new samples
         (the object model, whose chains are the data's size, and files from before it had its own)."""
-        return config.finish_chains if config.model == "texture" and not config.cd_steps else 0
+        return config.finish_chains if cls.texture_chains(config) else 0
 
     @classmethod
     def finished(cls, config: LearnConfig, layer: int, iteration: int) -> bool:
@@ -390,9 +390,12 @@ class Learner:
         self.on_finish_chains = True
 
     @staticmethod
-    def may_flatten(config: LearnConfig) -> bool:
-        """Whether flattening the shading is for this run: textures learned by maximum likelihood, whose
-        chains on the torus cannot hold a slope; an object's shading is part of it."""
+    def texture_chains(config: LearnConfig) -> bool:
+        """Whether the run learns a texture by maximum likelihood, on chains of its own size, not the data's
+        (the object model's are) nor restarted from the data (contrastive divergence's). Only such chains
+        cannot hold a slope of light on the torus, so only such runs may flatten the shading (an object's
+        shading is part of it); only they can be drawn at the samples' size, so only their finish may have
+        chains of its own."""
         return config.model == "texture" and not config.cd_steps
 
     @staticmethod

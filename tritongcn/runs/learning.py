@@ -316,7 +316,7 @@ def runaway_advice(config: LearnConfig) -> str:
     """The `learn` options a run of `config` has not tried that kept the bundled wood from running away."""
     from ..learn import Learner
 
-    flattenable = Learner.may_flatten(config) and config.shading != "flatten"
+    flattenable = Learner.texture_chains(config) and config.shading != "flatten"
     levers = (["--shading flatten"] if flattenable else []) + (
         [f"--temperature {HOTTER}"] if config.temperature < HOTTER else [])
     return f"learning again with {' or '.join(levers)} may avoid it" if levers else ""
