@@ -59,6 +59,10 @@ AWKWARD_CASES = [(1, 1, 5, 5, 1, 3, 1, 1, False), (5, 3, 17, 13, 33, 7, 3, 2, Fa
 SMOKE_LAYERS = [LayerSpec(33, 7, 3, 2), LayerSpec(12, 5, 1, 2), LayerSpec(6, 3, 1, 2)]
 SMOKE_CASES = [(2, 3, 12, 12, 33, 7, 3, 2, False), (2, 5, 9, 6, 7, 3, 1, 0, True), (1, 1, 5, 5, 1, 3, 1, 1, False)]
 STEP_CONFIGS = [(16, 64), (256, 64), (1024, 64), (4096, 64), (16, 224), (256, 224), (1024, 224)]
+# Banks small enough to be bound by launches and Python, run GRAPH_CALL_STEPS steps per call in blocks of
+# GRAPH_STEPS replayed from a CUDA graph (section_graphs).
+GRAPH_CONFIGS = [(16, 64), (64, 64), (256, 64), (16, 224)]
+GRAPH_CALL_STEPS, GRAPH_STEPS = 100, 10
 
 
 def rel_error(out, ref):
@@ -529,8 +533,55 @@ def section_blocks(device, args, out):
     return rows
 
 
+def section_graphs(device, args, out):
+    """Small banks: GRAPH_CALL_STEPS steps per `langevin` call, each step launched from Python against
+    blocks of GRAPH_STEPS steps replayed from one CUDA graph (recorded once per call, its warm-up block and
+    recording included), interleaved; the chains must come out the same."""
+    from tritongcn.sampler import langevin
+
+    model = check_model(device, args.smoke)
+    configs = [(2, 18)] if args.smoke else GRAPH_CONFIGS
+    precisions = ["float32"] if args.smoke else ["float32", "bfloat16"]
+    steps, block = (2, 2) if args.smoke else (GRAPH_CALL_STEPS, GRAPH_STEPS)
+    repeats = 1 if args.smoke else max(3, args.repeats // 3)
+    rows = []
+    print(f"\n== steps launched one by one against blocks of {block} replayed from a CUDA graph "
+          f"({steps} steps per call; chain-steps/s) ==")
+    print(f"{'chains':>6} {'px':>4} {'precision':>9}  {'plain':>10} {'graph':>10} {'x':>6}  same chains")
+    for chains, size in configs:
+        x = torch.randn(chains, 3, size, size, device=device) * 30
+        for precision in precisions:
+            def run(k, precision=precision):
+                return langevin(model, x, steps, 1.0, 1.0, seed=0, backend="triton", precision=precision,
+                                graph_steps=k)
+            try:
+                same = torch.equal(run(0), run(block))  # also the warm-up: compiles, lays out the weights
+                times = {0: [], block: []}
+                for _ in range(repeats):
+                    for k in times:
+                        times[k].append(event_seconds(lambda k=k: run(k), device))
+            except Exception as err:  # recorded here, and the other sizes still run
+                print(f"{chains:>6} {size:>4} {precision:>9}  {type(err).__name__}: {str(err).strip()[:200]}")
+                rows.append({"chains": chains, "size": size, "precision": precision,
+                             "error": f"{type(err).__name__}: {str(err)[-2000:]}", "same_chains": False})
+                continue
+            rate = {k: chains * steps / sorted(t)[len(t) // 2] for k, t in times.items()}
+            rows.append({"chains": chains, "size": size, "precision": precision, "steps_per_call": steps,
+                         "graph_steps": block, "plain_chain_steps_per_s": rate[0],
+                         "graph_chain_steps_per_s": rate[block], "same_chains": same})
+            print(f"{chains:>6} {size:>4} {precision:>9}  {rate[0]:>10.0f} {rate[block]:>10.0f} "
+                  f"{rate[block] / rate[0]:>6.2f}  {same}")
+        x = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if not all(row["same_chains"] for row in rows):
+        raise AssertionError("chains replayed from a CUDA graph differ from the plain loop's")
+    return rows
+
+
 SECTIONS = {"correctness": section_correctness, "step": section_step, "profile": section_profile,
-            "sample": section_sample, "blocks": section_blocks, "precision": section_precision}
+            "sample": section_sample, "blocks": section_blocks, "precision": section_precision,
+            "graphs": section_graphs}
 
 
 def main():

@@ -55,6 +55,43 @@ def test_chains_on_the_gpu_repeat_with_the_seed_and_ignore_the_chunk_size(precis
     assert torch.equal(whole.x, again.x) and torch.equal(whole.x, chunked.x)
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_steps_replayed_from_a_cuda_graph_give_the_same_chains(precision, monkeypatch):
+    # 7 steps in recorded blocks of 3: two replays of one graph and one plain step, then a call of 6 steps
+    # (a new recording, the counters continued); the texture net at a real chain size, with a learned
+    # model's bounds. Replays are counted, so a path that never records cannot pass.
+    replays = []
+    replay = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda graph: (replays.append(1), replay(graph))[1])
+    net = GenerativeConvNet.texture(3).cuda()
+    mean = torch.tensor([120.0, 110.0, 100.0])
+    banks = [ChainBank(net, 6, (3, 63, 63), backend="triton", init="noise", seed=3, precision=precision,
+                       device="cuda", mean=mean, graph_steps=k) for k in (0, 3)]
+    for bank in banks:
+        bank.advance(7)
+        bank.advance(6)
+    assert len(replays) == 4
+    assert torch.equal(banks[0].x, banks[1].x)
+
+
+def test_graph_replays_hold_known_pixels_and_follow_each_chunks_counters(monkeypatch):
+    # The object net (its top filter expanded inside the recording), known pixels, no noise at the end, and
+    # a bank advanced one chain at a time, each chunk's recording with its own place in the bank.
+    net = GenerativeConvNet.object(1, 25, generator=torch.Generator().manual_seed(2)).cuda()
+    values = torch.full((1, 1, 25, 25), 10.0)
+    mask = torch.zeros(1, 1, 25, 25, dtype=torch.bool)
+    mask[..., :8] = True
+    banks = [ChainBank(net, 3, (1, 25, 25), boundary="zero", backend="triton", init="noise", seed=1,
+                       device="cuda", precision="float32", known=(values, mask), memory_budget=budget,
+                       graph_steps=k) for k, budget in ((0, 1 << 30), (2, 1))]
+    assert banks[1].chunk_size == 1
+    for bank in banks:
+        bank.advance(4)
+        bank.advance(4, noise=False)
+    assert torch.equal(banks[0].x, banks[1].x)
+    assert torch.equal(banks[1].x[:, :, :, :8], torch.full((3, 1, 25, 8), 10.0, device="cuda"))
+
+
 def test_in_kernel_noise_is_standard_normal_and_independent_of_the_drift():
     x = torch.zeros(64, 3, 64, 64, device="cuda")
     z = langevin_update(x, torch.zeros_like(x), step_size=1.0, sigma=1.0, seed=5, backend="triton")

@@ -126,6 +126,21 @@ def test_langevin_update_is_the_formula_with_the_kernels_noise():
     assert torch.equal(inplace, new)
 
 
+def test_langevin_update_reads_its_offset_from_a_device_counter():
+    # The counter a CUDA graph of steps advances: the same noise as the int it holds, and the value at launch.
+    x, grad = torch.randn(4, 3, 9, 7), torch.randn(4, 3, 9, 7)
+    big = 3 * 2**32 + 11
+    counter = torch.tensor(big)
+    by_counter = langevin_update(x, grad, 0.5, 1.0, seed=3, offset=counter, backend=TRITON)
+    assert torch.equal(by_counter, langevin_update(x, grad, 0.5, 1.0, seed=3, offset=big, backend=TRITON))
+    counter.add_(1)
+    assert torch.equal(langevin_update(x, grad, 0.5, 1.0, seed=3, offset=counter, backend=TRITON),
+                       langevin_update(x, grad, 0.5, 1.0, seed=3, offset=big + 1, backend=TRITON))
+    for bad in (torch.tensor([1, 2]), torch.tensor(1, dtype=torch.int32)):
+        with pytest.raises(ValueError, match="one int64"):
+            langevin_update(x, grad, 0.5, 1.0, seed=3, offset=bad, backend=TRITON)
+
+
 def test_kernel_noise_is_addressed_by_counter_beyond_32_bits():
     big = 3 * 2**32 + 5  # counters of a long run of a large bank
     whole = randn_triton((3000,), seed=1, offset=big, device="cpu")
@@ -276,6 +291,29 @@ def test_chains_do_not_depend_on_the_chunk_size():
     assert banks[1].chunk_size == 1
     for bank in banks:
         bank.advance(2)
+    assert torch.equal(banks[0].x, banks[1].x)
+
+
+def test_steps_run_in_recorded_blocks_give_the_same_chains():
+    # `graph_steps`: blocks of steps driven by a device-side counter (recorded as a CUDA graph on a GPU,
+    # run as recorded here). 5 steps in blocks of 2 leave one step to the plain loop; bounds, known pixels,
+    # a shard's place in its bank and a temperature all ride along.
+    from tritongcn import ChainBank
+    net = GenerativeConvNet(3, SMALL_TEXTURE_NET, init_std=0.1, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(3, 3, 18, 15) * 20
+    known = (torch.full((1, 3, 18, 15), 5.0), torch.zeros(1, 1, 18, 15, dtype=torch.bool))
+    known[1][..., :4, :] = True
+    options = dict(seed=6, backend=TRITON, first_step=7, boundary="periodic", chain_start=2, total_chains=9,
+                   precision="float32", bounds=(torch.full((3,), -30.0), torch.full((3,), 30.0)), known=known,
+                   temperature=2.0)
+    plain = langevin(net, x, 5, 0.6, 1.0, **options)
+    assert torch.equal(langevin(net, x, 5, 0.6, 1.0, graph_steps=2, **options), plain)
+    assert torch.equal(langevin(net, x, 5, 0.6, 1.0, graph_steps=5, **options), plain)
+    assert not torch.equal(langevin(net, x, 5, 0.6, 1.0, graph_steps=2, **{**options, "first_step": 8}), plain)
+    banks = [ChainBank(net, 4, (3, 18, 15), backend=TRITON, init="noise", seed=2, precision="float32",
+                       graph_steps=k) for k in (0, 3)]
+    for bank in banks:
+        bank.advance(4)
     assert torch.equal(banks[0].x, banks[1].x)
 
 

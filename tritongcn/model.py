@@ -250,7 +250,9 @@ class GenerativeConvNet(nn.Module):
             k = conv.weight.shape[0]
             padded = -(-k // align) * align
             if (padded, channels) == (k, conv.weight.shape[1]) and conv.weight.dtype == dtype:
-                out.append((conv.weight.detach(), conv.bias.detach()))
+                # The same detached tensors until an update (they share the parameters' version counter), so
+                # the kernels' own layouts of them are cached too, and a CUDA graph can read them.
+                out.append(tuple(LAYOUTS.get(p, "detached", lambda t: t.detach()) for p in (conv.weight, conv.bias)))
             else:
                 grow = (0, 0, 0, 0, 0, channels - conv.weight.shape[1], 0, padded - k)
                 weight = LAYOUTS.get(conv.weight, f"{dtype} {grow}",

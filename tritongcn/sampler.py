@@ -3,6 +3,7 @@
 import torch
 
 from .kernels import langevin_update, resolve_backend
+from .kernels.launch import interpreting
 from .precision import resolve_precision
 
 
@@ -11,7 +12,7 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
              backend: str = "auto", first_step: int = 0, boundary: str = "zero", chain_start: int = 0,
              total_chains: int | None = None, precision: str = "auto",
              bounds: tuple | None = None, known: tuple | None = None, noise: bool = True,
-             temperature: float = 1.0) -> torch.Tensor:
+             temperature: float = 1.0, graph_steps: int = 0) -> torch.Tensor:
     """Advance the chains `x` (N, C, H, W) by `steps` Langevin steps and return them (x is not modified).
 
     Noise counters: step t of chain n (of `total_chains`, default N) starts at
@@ -35,9 +36,15 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     leave no residual noise in it). `temperature` T scales the noise's variance: the chains then sample
     p(I)^(1/T), a flatter landscape whose modes they leave more easily (the learner's tempered chains,
     `LearnConfig.temperature`); 1 is the model itself.
+
+    `graph_steps` k > 1 (Triton backend): the steps run k at a time as one recorded block, each step's
+    noise counter read from a device-side tensor that the block advances. On CUDA the block is recorded
+    once as a CUDA graph and replayed, one launch for k steps instead of about a dozen launches and their
+    Python per step, which is what small banks spend their time on; elsewhere the block runs as recorded,
+    eagerly (so the interpreter tests the same arithmetic). The chains are the same as without it.
     """
-    if steps < 0 or step_size <= 0 or sigma <= 0:
-        raise ValueError("langevin needs steps >= 0, step_size > 0 and sigma > 0")
+    if steps < 0 or step_size <= 0 or sigma <= 0 or int(graph_steps) != graph_steps or graph_steps < 0:
+        raise ValueError("langevin needs steps >= 0, step_size > 0, sigma > 0 and a whole graph_steps >= 0")
     total_chains = x.shape[0] if total_chains is None else total_chains
     if chain_start < 0 or chain_start + x.shape[0] > total_chains:
         raise ValueError(f"chains {chain_start}..{chain_start + x.shape[0] - 1} do not fit in a bank of "
@@ -52,10 +59,12 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
         torch.where(mask, values, x, out=x)
     chain_numel = x[0].numel() if x.shape[0] else 0
     half_step = 0.5 * step_size * step_size
-    for t in range(first_step, first_step + steps):
+
+    def step(x: torch.Tensor, offset) -> None:
+        """One step of the chains in place; `offset`, an int or a device-side counter, is step t's
+        (t * total_chains + chain_start) * chain_numel."""
         grad_f = model.grad_input(x, backend=backend, boundary=boundary, precision=precision)
         if noise:
-            offset = (t * total_chains + chain_start) * chain_numel
             langevin_update(x, grad_f, step_size, sigma, seed, offset=offset, out=x, backend=backend,
                             temperature=temperature)
         else:
@@ -65,4 +74,62 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
             torch.minimum(x, high, out=x)
         if known is not None:
             torch.where(mask, values, x, out=x)
+
+    if graph_steps > 1 and backend == "triton" and steps >= graph_steps and x.shape[0]:
+        blocks = steps // graph_steps
+        counter = torch.full((), (first_step * total_chains + chain_start) * chain_numel, dtype=torch.int64,
+                             device=x.device)
+        _run_blocks(step, x, counter, total_chains * chain_numel, graph_steps, blocks)
+        first_step, steps = first_step + blocks * graph_steps, steps - blocks * graph_steps
+    for t in range(first_step, first_step + steps):
+        step(x, (t * total_chains + chain_start) * chain_numel)
     return x
+
+
+def _run_blocks(step, x: torch.Tensor, counter: torch.Tensor, counter_stride: int, block_steps: int,
+                blocks: int) -> None:
+    """`blocks` times `block_steps` calls of step(x, counter), the counter advanced by `counter_stride`
+    after each: on a CUDA GPU recorded once as a graph and replayed, elsewhere (and for a single block,
+    which a recording would only slow down) run as they are."""
+
+    def block(x: torch.Tensor, counter: torch.Tensor) -> None:
+        for _ in range(block_steps):
+            step(x, counter)
+            counter.add_(counter_stride)
+
+    graph = _record(block, x, counter) if x.is_cuda and blocks > 1 and not interpreting() else None
+    for _ in range(blocks):
+        if graph is None:
+            block(x, counter)
+        else:
+            graph.replay()
+
+
+def _record(block, x: torch.Tensor, counter: torch.Tensor):
+    """block(x, counter) recorded as a CUDA graph that replays on the current stream, or None (with a
+    warning) when the recording fails for another reason than memory: the steps then run unrecorded, and
+    nothing is lost, since a recording runs nothing."""
+    import warnings
+
+    with torch.cuda.device(x.device):
+        # One block on copies first, on the current stream that later steps and replays use: it compiles
+        # every kernel the block launches and lays out the weights, neither of which may happen while a
+        # graph records.
+        block(x.clone(), counter.clone())
+        graph, side = torch.cuda.CUDAGraph(), torch.cuda.Stream()  # a graph records on a stream of its own
+        side.wait_stream(torch.cuda.current_stream())
+        try:
+            with torch.cuda.stream(side):
+                graph.capture_begin()
+                try:
+                    block(x, counter)  # records the launches on x and the counter; runs nothing
+                finally:
+                    graph.capture_end()
+        except (MemoryError, RuntimeError) as err:
+            for cause in (err, err.__context__):  # capture_end's own error can hide the first one
+                if isinstance(cause, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(cause):
+                    raise cause from None  # the bank halves its chunk
+            warnings.warn(f"recording Langevin steps as a CUDA graph failed, running them one by one: "
+                          f"{(str(err).splitlines() or [type(err).__name__])[0]}", RuntimeWarning, stacklevel=4)
+            return None
+    return graph

@@ -82,6 +82,9 @@ def langevin_update(x, grad_f, step_size, sigma, seed, offset=0, out=None, backe
     offset + element): Langevin dynamics of p(x)^(1 / temperature), 1 being p itself.
 
     The result goes to `out` when given (it may be `x`: the chains advance in place), else to a new tensor.
+    `offset` may be a one-element int64 tensor on x's device, read by the Triton kernel when the step runs
+    (the counter a CUDA graph of steps advances, `tritongcn.sampler`; the torch backend reads it on the
+    host); the noise is that of the int it holds.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
