@@ -555,11 +555,14 @@ def section_graphs(device, args, out):
                 return langevin(model, x, steps, 1.0, 1.0, seed=0, backend="triton", precision=precision,
                                 graph_steps=k)
             try:
-                same = torch.equal(run(0), run(block))  # also the warm-up: compiles, lays out the weights
-                times = {0: [], block: []}
-                for _ in range(repeats):
+                chains_after, times = {}, {0: [], block: []}
+                # A first untimed round compiles the kernels and lays out the weights (not in the smoke mode).
+                for round_ in range(repeats + (0 if args.smoke else 1)):
                     for k in times:
-                        times[k].append(event_seconds(lambda k=k: run(k), device))
+                        seconds = event_seconds(lambda k=k: chains_after.__setitem__(k, run(k)), device)
+                        if round_ or args.smoke:
+                            times[k].append(seconds)
+                same = torch.equal(chains_after[0], chains_after[block])
             except Exception as err:  # recorded here, and the other sizes still run
                 print(f"{chains:>6} {size:>4} {precision:>9}  {type(err).__name__}: {str(err).strip()[:200]}")
                 rows.append({"chains": chains, "size": size, "precision": precision,
