@@ -1,5 +1,7 @@
 """Langevin dynamics for the generative ConvNet (eq. 19), free or with some pixels known."""
 
+import warnings
+
 import torch
 
 from .kernels import langevin_update, resolve_backend
@@ -109,8 +111,6 @@ def _record(block, x: torch.Tensor, counter: torch.Tensor):
     """block(x, counter) recorded as a CUDA graph that replays on the current stream, or None (with a
     warning) when the recording fails for another reason than memory: the steps then run unrecorded, and
     nothing is lost, since a recording runs nothing."""
-    import warnings
-
     with torch.cuda.device(x.device):
         # One block on copies first, on the current stream that later steps and replays use: it compiles
         # every kernel the block launches and lays out the weights, neither of which may happen while a
