@@ -13,7 +13,7 @@ from .config import LearnConfig
 from .kernels import mask_shape, resolve_backend
 from .model import GenerativeConvNet
 from .precision import resolve_precision
-from .sampler import langevin
+from .sampler import langevin, out_of_memory
 from .starts import STARTS, start_chains
 
 FLOAT_BYTES = 4
@@ -51,14 +51,6 @@ def default_memory_budget(device: torch.device) -> int:
     except OSError:
         pass
     return 2 << 30
-
-
-def _out_of_memory(err: BaseException) -> bool:
-    """Whether `err` is an allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
-    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(err)
-    return "out of memory" in text or "can't allocate memory" in text
 
 
 class ChainBank:
@@ -202,7 +194,7 @@ class ChainBank:
                                                   noise=noise, temperature=temperature,
                                                   graph_steps=self.graph_steps)
                 except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
-                    if not _out_of_memory(err):
+                    if not out_of_memory(err):
                         raise
                     self._halve_chunk(stop - start, err)  # the chunk's chains are untouched: try again
                     continue

@@ -88,6 +88,14 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     return x
 
 
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is an allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err)
+    return "out of memory" in text or "can't allocate memory" in text
+
+
 def _run_blocks(step, x: torch.Tensor, counter: torch.Tensor, counter_stride: int, block_steps: int,
                 blocks: int) -> None:
     """`blocks` times `block_steps` calls of step(x, counter), the counter advanced by `counter_stride`
@@ -127,7 +135,7 @@ def _record(block, x: torch.Tensor, counter: torch.Tensor):
                     graph.capture_end()
         except (MemoryError, RuntimeError) as err:
             for cause in (err, err.__context__):  # capture_end's own error can hide the first one
-                if isinstance(cause, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(cause):
+                if cause is not None and out_of_memory(cause):
                     raise cause from None  # the bank halves its chunk
             warnings.warn(f"recording Langevin steps as a CUDA graph failed, running them one by one: "
                           f"{(str(err).splitlines() or [type(err).__name__])[0]}", RuntimeWarning, stacklevel=4)
