@@ -289,12 +289,13 @@ def test_learn_ends_with_its_finish_and_says_so(tmp_path):
     image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--layers", "1",
-                                       "--finish", "2", "--finish-chains", "4"])
+                                       "--finish", "4", "--finish-chains", "4"])
     assert result.exit_code == 0, result.output
-    assert "then 2 updates on new chains (4 of 36 px), 30 steps each" in result.output
-    assert "finish 2/2" in result.output
+    assert ("then 4 updates on new chains (4 of 36 px), 30 steps each, the weights averaged over the last 4"
+            in result.output)
+    assert "finish 4/4" in result.output
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in records] == [1, 2, 3, 4]
+    assert [r["iteration"] for r in records] == [1, 2, 3, 4, 5, 6]
     state = torch.load(out / "model.pt", weights_only=True)
     # The run ends on the finish's own chains, at the samples' size.
-    assert state["config"]["finish_iterations"] == 2 and state["chains"].shape == (4, 3, 36, 36)
+    assert state["config"]["finish_iterations"] == 4 and state["chains"].shape == (4, 3, 36, 36)

@@ -548,3 +548,29 @@ def test_a_learner_resumed_in_its_finish_ends_where_an_uninterrupted_one_does():
         assert torch.equal(resumed.chains, straight.chains)
         for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("share, averaged", [(0.5, 2), (1.0, 4), (0.0, 0)])
+def test_the_learned_weights_are_the_mean_over_the_finishs_last_updates(share, averaged):
+    # 3 iterations of one layer, then 4 finish updates: the model ends with the mean of the weights after
+    # the last `averaged` of them, and with the last update's own weights when nothing is averaged.
+    config = LearnConfig(**{**TINY, "layers": 1, "finish_iterations": 4}, finish_average=share)
+    learner = Learner(stripes(), config)
+    after = []
+    for _ in learner.run():
+        after.append([p.detach().clone() for p in learner.model.active_parameters()])
+    assert len(after) == 7 and Learner.averaged_updates(config) == averaged
+    expected = after[-1] if not averaged else [torch.stack(ws).mean(dim=0) for ws in zip(*after[-averaged:])]
+    for p, e in zip(learner.model.active_parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-6, atol=1e-7)
+    if averaged:  # the mean differs from the last weights, so the check above can fail
+        assert not all(torch.equal(p, last) for p, last in zip(learner.model.active_parameters(), after[-1]))
+    assert learner.weight_mean is None
+
+
+def test_finish_average_must_be_a_share():
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="finish_average"):
+            LearnConfig(finish_average=bad).check()
+    assert LearnConfig.from_dict({k: v for k, v in LearnConfig().to_dict().items()
+                                  if k != "finish_average"}).finish_average == 0.0  # files from before it

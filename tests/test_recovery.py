@@ -41,22 +41,28 @@ def _signal_at(monkeypatch, iteration: int, signum=signal.SIGTERM):
     monkeypatch.setattr(Learner, "step", step_and_signal)
 
 
-def test_an_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra, stop, saved_at", [
+    ((), 6, (2, 2)),  # inside the second layer
+    # Inside the finish's last 2 of 4 updates, whose weights are averaged: the mean so far must travel.
+    (("--finish", "4", "--finish-average", "0.5"), 11, (2, 7)),
+])
+def test_an_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch, extra, stop, saved_at):
     image = texture_file(tmp_path / "tex.png")
     straight = tmp_path / "straight"
-    assert _learn(image, straight).exit_code == 0
+    assert _learn(image, straight, *extra).exit_code == 0
 
     out = tmp_path / "split"
     with monkeypatch.context() as m:
-        _signal_at(m, 6)  # inside the second layer
-        result = _learn(image, out)
+        _signal_at(m, stop)
+        result = _learn(image, out, *extra)
     assert result.exit_code == 130, result.output
     assert "SIGTERM" in result.output and "--resume" in result.output
     saved = load_checkpoint(out / "checkpoint.pt")
-    assert (saved["layer"], saved["iteration"], len(saved["records"])) == (2, 2, 6)
+    assert (saved["layer"], saved["iteration"], len(saved["records"])) == (*saved_at, stop)
+    assert (saved["weight_mean"] is not None) == bool(extra)
     assert not (out / "model.pt").exists()
 
-    refused = _learn(image, out)
+    refused = _learn(image, out, *extra)
     assert refused.exit_code == 1 and "--resume" in refused.output
     result = _learn(image, out, "--resume")
     assert result.exit_code == 0, result.output

@@ -141,6 +141,9 @@ def _preset_help(name: str, text: str) -> str:
               help="New chains of the samples' size that the finish learns on in place of the learning chains "
                    "(0: the learning chains restart as new samples). 4 helped water's samples and hurt rose's "
                    "(bench/TUNING.md), and take the finish twice as long.")
+@click.option("--finish-average", type=click.FloatRange(0, 1), default=DEFAULTS["finish_average"], show_default=True,
+              help="Share of the finish's last updates whose weights are averaged into the learned model "
+                   "(0: the last update's weights).")
 @click.option("--layers", type=click.IntRange(1, 3), default=DEFAULTS["layers"], show_default=True,
               help="Layers of the net.")
 @click.option("--lr", type=float, default=None, callback=_positive_float,
@@ -166,8 +169,8 @@ def _preset_help(name: str, text: str) -> str:
 @hole_option
 @overwrite_option
 def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_size, chains, langevin_steps,
-          step_size, sigma, temperature, shading, iterations, start, sample_steps, finish_iterations, finish_chains, layers,
-          lr, seed, periodic, device,
+          step_size, sigma, temperature, shading, iterations, start, sample_steps, finish_iterations, finish_chains,
+          finish_average, layers, lr, seed, periodic, device,
           precision, cd_steps, checkpoint_every, resume, mask, hole, overwrite):
     """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE), then draw new samples from it as
     `tritongcn sample` does, and write them, a grid, metrics, the first layer's filters and the model
@@ -185,7 +188,8 @@ def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_si
                     chains=chains, langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
                     temperature=temperature, shading=shading,
                     iterations=iterations, start=start, sample_steps=sample_steps,
-                    finish_iterations=finish_iterations, finish_chains=finish_chains, layers=layers, lr=lr,
+                    finish_iterations=finish_iterations, finish_chains=finish_chains,
+                    finish_average=finish_average, layers=layers, lr=lr,
                     seed=seed, periodic=periodic, precision=precision, cd_steps=cd_steps)
     with _run_errors():
         run_learn(LearnRun(image, out_dir, settings, quality=quality, device=device,

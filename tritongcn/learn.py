@@ -16,7 +16,8 @@ Even so, chains that lived through the learning can hold states that new chains 
 reach: they were steered there by the moving weights. The finish (`finish_iterations`) ends the run with
 updates at the final rate in which every chain is a new sample, drawn as `tritongcn sample` draws them
 (at the learning chains' size, or with `finish_chains` at the samples'), so the last thing the model
-learns is where its own new chains go.
+learns is where its own new chains go. The learned weights are the mean of the weights after the finish's
+last updates (`finish_average`), which keeps what those updates agree on and not the last one's noise.
 """
 
 import contextlib
@@ -312,6 +313,8 @@ class Learner:
         self.step_scale = [1.0] * len(self.model.layers)
         self.layer_start = None
         self.guard = RunawayGuard()
+        # The running mean of the active weights over the finish's last updates (`_average_weights`).
+        self.weight_mean, self.averaged = None, 0
 
     def _resolve_shading(self) -> None:
         """Flatten the observed images' shading if the config says so, or says "auto" and they are texture
@@ -372,6 +375,11 @@ class Learner:
     def finished(cls, config: LearnConfig, layer: int, iteration: int) -> bool:
         """Whether a run of `config` at this layer and iteration (a state_dict's) has nothing left to do."""
         return layer >= config.layers and iteration >= config.iterations + cls.finish_iterations(config)
+
+    @classmethod
+    def averaged_updates(cls, config: LearnConfig) -> int:
+        """The finish's last updates whose weights are averaged into the learned ones (0: none)."""
+        return round(config.finish_average * cls.finish_iterations(config))
 
     @property
     def finishing(self) -> bool:
@@ -595,6 +603,7 @@ class Learner:
         if not all(torch.isfinite(p).all() for p in params):
             raise FloatingPointError(f"the weights diverged {where}: an update left NaN or Inf in them; lower "
                                      f"--lr (now {c.lr:g})")
+        self._average_weights()
 
         return self._record(f_obs, f_syn, grad_norm, active_obs, active_syn, record, start)
 
@@ -615,6 +624,22 @@ class Learner:
             self.damping.apply(self.model.active_named_parameters())
         self.optimizer.step()
         self.project_filters()
+
+    @torch.no_grad()
+    def _average_weights(self) -> None:
+        """Fold the weights of this update into their running mean if it is one of the finish's last
+        `averaged_updates`; the mean replaces the weights when the run ends (`run`)."""
+        c = self.config
+        first = c.iterations + self.finish_iterations(c) - self.averaged_updates(c)  # iterations before them
+        if not self.finishing or self.iteration + 1 <= first:
+            return
+        params = self.model.active_parameters()
+        if self.weight_mean is None:
+            self.weight_mean, self.averaged = [p.detach().clone() for p in params], 1
+            return
+        self.averaged += 1
+        for mean, p in zip(self.weight_mean, params):
+            mean.add_(p.detach() - mean, alpha=1.0 / self.averaged)
 
     def _chains_to_restart(self) -> list:
         """Indices (in this process's bank) of the chains whose life ends now: chain g of the whole bank,
@@ -689,6 +714,7 @@ class Learner:
             p.copy_(before)
         self.bank.restart(range(len(self.bank)))
         self.guard.reset()
+        self.weight_mean, self.averaged = None, 0  # it may hold weights from the climb
         end = self.config.iterations + (self.finish_iterations(self.config) if self.finishing else 0)
         skipped = end - (self.iteration + 1)
         self.iteration = end - 1  # _record counts this iteration
@@ -705,6 +731,11 @@ class Learner:
                     last and not self.finished(self.config, self.layer, self.iteration)):
                 yield self.step()
             if last:
+                if self.weight_mean is not None:
+                    with torch.no_grad():
+                        for p, mean in zip(self.model.active_parameters(), self.weight_mean):
+                            p.copy_(mean)
+                    self.weight_mean, self.averaged = None, 0
                 return
             self.layer += 1
             self.iteration = 0
@@ -738,6 +769,9 @@ class Learner:
             self.damping.load_state_dict(state["damping"], self.device)
         if state.get("guard") is not None:
             self.guard.load_state_dict(state["guard"], self.device)
+        mean = state.get("weight_mean")
+        self.weight_mean = None if mean is None else [m.to(self.device) for m in mean]
+        self.averaged = int(state.get("averaged", 0))
 
     def state_dict(self) -> dict:
         return {"config": self.config.to_dict(), "model_config": self.model.config(),
@@ -747,7 +781,9 @@ class Learner:
                 "mean": self.mean.clone(), "step_scale": list(self.step_scale),
                 "layer_start": self.layer_start, "start_kernel": self.start_kernel.clone(),
                 "damping": self.damping.state_dict() if self.damping is not None else None,
-                "guard": self.guard.state_dict()}
+                "guard": self.guard.state_dict(),
+                "weight_mean": None if self.weight_mean is None else [m.detach().cpu() for m in self.weight_mean],
+                "averaged": self.averaged}
 
     def fresh_bank(self, chains: int, seed: int = 0) -> ChainBank:
         """`chains` new chains of the learned model, as `tritongcn sample` draws them by default: from

@@ -300,8 +300,10 @@ def settings_line(config: LearnConfig) -> str:
     optimizer = config.optimizer + (" (steps halved on reversal)" if Learner.damps(config) else "")
     finish = Learner.finish_iterations(config)
     own = Learner.finish_chains(config)
+    averaged = Learner.averaged_updates(config)
     finish = (f"; then {finish} updates on new chains{f' ({own} of {config.sample_size} px)' if own else ''}, "
-              f"{config.finish_langevin_steps} steps each" if finish else "")
+              f"{config.finish_langevin_steps} steps each"
+              + (f", the weights averaged over the last {averaged}" if averaged > 1 else "") if finish else "")
     shading = "; the images' shading flattened" if config.shading == "flatten" else ""
     return (f"{config.layers} layers ({how}), {config.iterations} iterations, {optimizer} lr "
             f"{config.lr:g}, {chains}{finish}{shading}")
