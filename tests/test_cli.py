@@ -289,9 +289,9 @@ def test_learn_ends_with_its_finish_and_says_so(tmp_path):
     image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--layers", "1",
-                                       "--finish", "4", "--finish-chains", "4"])
+                                       "--finish", "4", "--finish-chains", "4", "--finish-average", "1"])
     assert result.exit_code == 0, result.output
-    assert ("then 4 updates on new chains (4 of 36 px), 30 steps each, the weights averaged over the last 4"
+    assert ("then 4 updates on new chains (4 of 36 px), 30 steps each, the learned weights the mean over them"
             in result.output)
     assert "finish 4/4" in result.output
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -143,7 +143,8 @@ def _preset_help(name: str, text: str) -> str:
                    "(bench/TUNING.md), and take the finish twice as long.")
 @click.option("--finish-average", type=click.FloatRange(0, 1), default=DEFAULTS["finish_average"], show_default=True,
               help="Share of the finish's last updates whose weights are averaged into the learned model "
-                   "(0: the last update's weights).")
+                   "(0: the last update's weights). 1 helped rose's and water's new samples and hurt brick's "
+                   "and bark's (bench/TUNING.md).")
 @click.option("--layers", type=click.IntRange(1, 3), default=DEFAULTS["layers"], show_default=True,
               help="Layers of the net.")
 @click.option("--lr", type=float, default=None, callback=_positive_float,

@@ -16,8 +16,9 @@ Even so, chains that lived through the learning can hold states that new chains 
 reach: they were steered there by the moving weights. The finish (`finish_iterations`) ends the run with
 updates at the final rate in which every chain is a new sample, drawn as `tritongcn sample` draws them
 (at the learning chains' size, or with `finish_chains` at the samples'), so the last thing the model
-learns is where its own new chains go. The learned weights are the mean of the weights after the finish's
-last updates (`finish_average`), which keeps what those updates agree on and not the last one's noise.
+learns is where its own new chains go. With `finish_average` the learned weights are the mean of the
+weights after the finish's last updates, which keeps what those updates agree on and not the last one's
+noise.
 """
 
 import contextlib

@@ -303,7 +303,8 @@ def settings_line(config: LearnConfig) -> str:
     averaged = Learner.averaged_updates(config)
     finish = (f"; then {finish} updates on new chains{f' ({own} of {config.sample_size} px)' if own else ''}, "
               f"{config.finish_langevin_steps} steps each"
-              + (f", the weights averaged over the last {averaged}" if averaged > 1 else "") if finish else "")
+              + (f", the learned weights the mean over {'them' if averaged == finish else f'the last {averaged}'}"
+                 if averaged > 1 else "") if finish else "")
     shading = "; the images' shading flattened" if config.shading == "flatten" else ""
     return (f"{config.layers} layers ({how}), {config.iterations} iterations, {optimizer} lr "
             f"{config.lr:g}, {chains}{finish}{shading}")
