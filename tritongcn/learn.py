@@ -636,8 +636,7 @@ class Learner:
             return
         params = self.model.active_parameters()
         if self.weight_mean is None:
-            self.weight_mean, self.averaged = [p.detach().clone() for p in params], 1
-            return
+            self.weight_mean = [torch.zeros_like(p) for p in params]  # the first update's weights, exactly, below
         self.averaged += 1
         for mean, p in zip(self.weight_mean, params):
             mean.add_(p.detach() - mean, alpha=1.0 / self.averaged)

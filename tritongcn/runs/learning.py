@@ -298,13 +298,14 @@ def settings_line(config: LearnConfig) -> str:
                   f"{config.langevin_steps} Langevin steps of {config.step_size:g} per update"
                   + (f" at temperature {config.temperature:g}" if config.temperature != 1 else ""))
     optimizer = config.optimizer + (" (steps halved on reversal)" if Learner.damps(config) else "")
-    finish = Learner.finish_iterations(config)
-    own = Learner.finish_chains(config)
-    averaged = Learner.averaged_updates(config)
-    finish = (f"; then {finish} updates on new chains{f' ({own} of {config.sample_size} px)' if own else ''}, "
-              f"{config.finish_langevin_steps} steps each"
-              + (f", the learned weights the mean over {'them' if averaged == finish else f'the last {averaged}'}"
-                 if averaged > 1 else "") if finish else "")
+    updates, own, averaged = (Learner.finish_iterations(config), Learner.finish_chains(config),
+                              Learner.averaged_updates(config))
+    finish = ""
+    if updates:
+        finish = (f"; then {updates} updates on new chains{f' ({own} of {config.sample_size} px)' if own else ''}, "
+                  f"{config.finish_langevin_steps} steps each")
+        if averaged > 1:
+            finish += f", the learned weights the mean over {'them' if averaged == updates else f'the last {averaged}'}"
     shading = "; the images' shading flattened" if config.shading == "flatten" else ""
     return (f"{config.layers} layers ({how}), {config.iterations} iterations, {optimizer} lr "
             f"{config.lr:g}, {chains}{finish}{shading}")
