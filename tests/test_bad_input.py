@@ -84,7 +84,7 @@ def test_other_image_modes_are_learned_from(tmp_path, mode):
 @pytest.mark.parametrize("option,value", [
     ("--chains", "-2"), ("--langevin-steps", "0"), ("--step-size", "nan"), ("--step-size", "inf"),
     ("--sigma", "0"), ("--sigma", "-1"), ("--temperature", "0"), ("--image-size", "0"), ("--sample-size", "-3"), ("--lr", "nan"),
-    ("--iterations", "0"), ("--layers", "4"), ("--checkpoint-every", "0"), ("--seed", "-1")])
+    ("--iterations", "0"), ("--layers", "5"), ("--checkpoint-every", "0"), ("--seed", "-1")])
 def test_nonsense_learn_options_are_usage_errors(tmp_path, option, value):
     image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"

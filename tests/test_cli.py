@@ -93,6 +93,30 @@ def test_image_smaller_than_receptive_field(tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def test_learn_with_the_fourth_texture_layer_and_sample_it(tmp_path):
+    image = texture_file(tmp_path / "tex.png", size=48)
+    out = tmp_path / "run"
+    tiny = [*TINY, "--image-size", "48", "--sample-size", "48"]  # the four layers see 45 px
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), "--layers", "4", *tiny])
+    assert result.exit_code == 0, result.output
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert len(state["model_config"]["layers"]) == 4 and state["model_config"]["depth"] == 4
+    assert state["model"]["convs.3.weight"].shape == (30, 30, 5, 5)
+    assert {json.loads(line)["layer"] for line in (out / "metrics.jsonl").read_text().splitlines()} == {1, 2, 3, 4}
+    result = CliRunner().invoke(main, ["sample", str(out / "model.pt"), "--chains", "2", "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "samples-48" / "samples").iterdir())) == 2
+    # Smaller than what four layers see: refused before any learning, with the fix.
+    result = CliRunner().invoke(main, ["learn", str(texture_file(tmp_path / "small.png", size=40)), "--out",
+                                       str(tmp_path / "r2"), "--layers", "4", *TINY])
+    _assert_clean_failure(result, tmp_path / "r2", "receptive field", "fewer --layers")
+    result = CliRunner().invoke(main, ["learn", str(image), "--out", str(tmp_path / "r3"), "--model", "object",
+                                       "--layers", "4", *TINY])
+    assert result.exit_code == 2 and "Traceback" not in result.output  # a usage error, named
+    assert "Invalid value for --layers: the object net has at most 3 layers" in result.output
+    assert not (tmp_path / "r3").exists()
+
+
 def test_an_earlier_run_is_not_overwritten_unless_asked(model_path, tmp_path):
     import shutil
 

@@ -62,6 +62,30 @@ def test_texture_net_is_the_papers():
     assert GenerativeConvNet.texture(1).convs[0].in_channels == 1
 
 
+def test_texture_net_takes_a_fourth_layer_only_when_asked():
+    three, four = (GenerativeConvNet.texture(3, generator=torch.Generator().manual_seed(0), layers=n) for n in (3, 4))
+    assert [c.weight.shape for c in four.convs][3] == (30, 30, 5, 5)
+    assert four.receptive_field() == 45 and four.total_stride() == 3
+    for a, b in zip(three.convs, four.convs):  # the same first three layers, drawn first
+        assert torch.equal(a.weight, b.weight)
+    with pytest.raises(ValueError, match="1 to 4 layers, asked for 5"):
+        GenerativeConvNet.texture(3, layers=5)
+
+
+def test_grad_input_of_the_four_layer_texture_net_equals_autograd():
+    net = GenerativeConvNet.texture(3, generator=torch.Generator().manual_seed(1), layers=4).double()
+    with torch.no_grad():
+        for conv in net.convs:
+            conv.bias.normal_(0.0, 0.05)  # both signs: every layer has active and inactive units
+    x = torch.randn(2, 3, 48, 51, dtype=torch.float64) * 60
+    for boundary in ("zero", "periodic"):
+        xr = x.clone().requires_grad_()
+        (expected,) = torch.autograd.grad(net.score(xr, boundary).sum(), xr)
+        scale = expected.abs().max().item()
+        assert scale > 0  # a live net
+        assert_close(net.grad_input(x, boundary=boundary), expected, scale=scale)
+
+
 def test_score_and_energy():
     net = _random_net(1, NETS[1])
     x = torch.randn(4, 1, 11, 11, dtype=torch.float64)

@@ -145,8 +145,9 @@ def _preset_help(name: str, text: str) -> str:
               help="Share of the finish's last updates whose weights are averaged into the learned model "
                    "(0: the last update's weights). 1 helped rose's and water's new samples and hurt brick's "
                    "and bark's (bench/TUNING.md).")
-@click.option("--layers", type=click.IntRange(1, 3), default=DEFAULTS["layers"], show_default=True,
-              help="Layers of the net.")
+@click.option("--layers", type=click.IntRange(1, 4), default=DEFAULTS["layers"], show_default=True,
+              help="Layers of the net: the paper's 3, or 4 for texture nets, whose fourth layer (30 filters of "
+                   "5x5) widens what the net sees from 33 to 45 px.")
 @click.option("--lr", type=float, default=None, callback=_positive_float,
               help=_preset_help("lr", "Learning rate (biases twice it)."))
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=DEFAULTS["seed"], show_default=True,

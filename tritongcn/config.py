@@ -55,7 +55,7 @@ class LearnConfig:
     temperature: float = 1.0
     sigma: float = 1.0  # reference Gaussian's standard deviation (release: 1)
     iterations: int = 300  # weight updates per grown layer (all layers at once: in all)
-    layers: int = 3  # layers of the net
+    layers: int = 3  # layers of the net (texture: up to 4, geometry.DEEPER_TEXTURE_LAYERS; object: 3)
     # Layers switched on one at a time, `iterations` each, the lower ones refined with each new one (the
     # release); False learns them all at once, which ran away with SGD and Adam alike (bench/TUNING.md).
     grow_layers: bool = True

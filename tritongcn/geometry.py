@@ -23,6 +23,11 @@ TEXTURE_LAYERS = (
     LayerSpec(64, 5, stride=1, padding=2),
     LayerSpec(30, 3, stride=1, padding=2),
 )
+# The texture net with a fourth layer of our own (`learn --layers 4`): 30 filters of 5x5 over the third
+# layer's 30 maps widen what a top unit sees from 33 to 45 px, for structures larger than the paper's net
+# sees, like rose's flower heads and their spacing (measured in bench/TUNING.md: better on some seeds, a
+# collapse of new chains on another). `GenerativeConvNet.texture` holds it only when asked for.
+DEEPER_TEXTURE_LAYERS = TEXTURE_LAYERS + (LayerSpec(30, 5, stride=1, padding=2),)
 # The paper's object net (Experiment 2), topped by one fully connected filter over the whole map.
 OBJECT_LAYERS = (
     LayerSpec(100, 7, stride=2),

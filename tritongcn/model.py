@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .geometry import (BOUNDARIES, OBJECT_LAYERS, TEXTURE_LAYERS, LayerSpec, conv_flops, receptive_field,
-                       size_problem, total_stride)
+from .geometry import (BOUNDARIES, DEEPER_TEXTURE_LAYERS, OBJECT_LAYERS, TEXTURE_LAYERS, LayerSpec, conv_flops,
+                       receptive_field, size_problem, total_stride)
 from .kernels import channel_alignment, conv_output_shape, conv_relu_mask, masked_conv_transpose
 from .kernels.launch import LAYOUTS
 from .kernels.torus import torus_padding as kernel_torus_padding
@@ -87,9 +87,13 @@ class GenerativeConvNet(nn.Module):
 
     @classmethod
     def texture(cls, in_channels: int = 3, depth: int | None = None,
-                generator: torch.Generator | None = None, sigma: float = 1.0) -> "GenerativeConvNet":
-        """The paper's texture net: 100 x 15x15 stride 3, 64 x 5x5, 30 x 3x3, release padding and init."""
-        return cls(in_channels, TEXTURE_LAYERS, depth, generator=generator, sigma=sigma)
+                generator: torch.Generator | None = None, sigma: float = 1.0,
+                layers: int = len(TEXTURE_LAYERS)) -> "GenerativeConvNet":
+        """The paper's texture net: 100 x 15x15 stride 3, 64 x 5x5, 30 x 3x3, release padding and init;
+        `layers=4` adds a fourth layer, 30 x 5x5 (geometry.DEEPER_TEXTURE_LAYERS)."""
+        if not 1 <= layers <= len(DEEPER_TEXTURE_LAYERS):
+            raise ValueError(f"the texture net has 1 to {len(DEEPER_TEXTURE_LAYERS)} layers, asked for {layers}")
+        return cls(in_channels, DEEPER_TEXTURE_LAYERS[:layers], depth, generator=generator, sigma=sigma)
 
     @classmethod
     def object(cls, in_channels: int, image_size: int, depth: int | None = None,

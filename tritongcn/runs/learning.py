@@ -240,7 +240,7 @@ def unknown_pixels(mask: Path | None, hole: tuple | None, paths, raws):
 def _config(paths, raws, settings: dict, quality: str, device: str) -> LearnConfig:
     """The run's LearnConfig: the recipe, the settings asked for, and the sizes the images and the net
     allow, each size checked against the net's receptive field and stride."""
-    from ..geometry import OBJECT_LAYERS, TEXTURE_LAYERS, receptive_field, size_problem, total_stride
+    from ..geometry import DEEPER_TEXTURE_LAYERS, OBJECT_LAYERS, receptive_field, size_problem, total_stride
 
     defaults = LearnConfig()
     model_kind = settings.get("model", defaults.model)
@@ -250,7 +250,10 @@ def _config(paths, raws, settings: dict, quality: str, device: str) -> LearnConf
     is_object = model_kind == "object"
     image_size = settings.get("image_size") or (min(min(raw.shape[:2]) for raw in raws) if is_object
                                                 else defaults.image_size)
-    specs = (OBJECT_LAYERS if is_object else TEXTURE_LAYERS)[:layers]
+    net = OBJECT_LAYERS if is_object else DEEPER_TEXTURE_LAYERS
+    if layers > len(net):
+        raise RunError(f"the {model_kind} net has at most {len(net)} layers", option="--layers")
+    specs = net[:layers]
     field_, stride = receptive_field(specs), total_stride(specs)
     sample_size = settings.get("sample_size") or image_sample_size(image_size, stride)
     chain_size = settings.get("chain_size") or learning_chain_size(image_size, stride, field_)
