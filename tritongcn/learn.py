@@ -30,7 +30,7 @@ import torch
 
 from .config import LearnConfig, image_sample_size, learning_chain_size
 from .autoencoder import reconstruct, reconstruction_error
-from .geometry import DEEPER_TEXTURE_LAYERS, OBJECT_LAYERS, TEXTURE_LAYERS
+from .geometry import OBJECT_LAYERS, TEXTURE_LAYERS
 from .model import GenerativeConvNet
 from .precision import resolve_precision
 from .chains import ChainBank, sampler_bank
@@ -253,9 +253,9 @@ class Learner:
                     raise ValueError("the object model learns from square images")
                 model = GenerativeConvNet.object(channels, self.observed.shape[-1], generator=generator,
                                                  layers=min(config.layers, len(OBJECT_LAYERS)))
-            else:  # the paper's three layers, and the fourth when asked for
-                layers = min(max(config.layers, len(TEXTURE_LAYERS)), len(DEEPER_TEXTURE_LAYERS))
-                model = GenerativeConvNet.texture(channels, generator=generator, layers=layers)
+            else:  # the paper's three layers, and the fourth when asked for (texture() refuses more)
+                model = GenerativeConvNet.texture(channels, generator=generator,
+                                                  layers=max(config.layers, len(TEXTURE_LAYERS)))
             if config.layers > len(model.layers):
                 raise ValueError(f"the {config.model} net has {len(model.layers)} layers, asked for {config.layers}")
             # Layers grown one at a time (the release and the default) or all at once (grow_layers=False, CD).
