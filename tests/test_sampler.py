@@ -77,3 +77,22 @@ def test_temperature_scales_the_noise_variance_and_nothing_else():
     assert abs(runs[4.0].var().item() / (4 * eps**2 / (1 - a**2)) - 1) < 5 * (2 / n) ** 0.5
     with pytest.raises(ValueError, match="temperature"):
         langevin(_dead_net(), torch.zeros(1, 1, 8, 8), 1, eps, sigma, temperature=0.0)
+
+
+def test_steps_are_replayed_from_a_graph_by_default_only_for_small_banks_of_the_triton_kernels_on_a_gpu():
+    # The rule itself, with no GPU: the recorded blocks' chains are tested in test_triton_kernels and, on a
+    # GPU, test_cuda.
+    from tritongcn.sampler import GRAPH_BLOCK, GRAPH_MAX_PIXELS, default_graph_steps
+    small, large = (GRAPH_MAX_PIXELS // 4096, 3, 64, 64), (GRAPH_MAX_PIXELS // 4096 + 1, 1, 64, 64)
+    assert default_graph_steps(small, "cuda", "triton") == GRAPH_BLOCK > 1
+    assert default_graph_steps(small, torch.device("cuda", 1), "triton") == GRAPH_BLOCK
+    assert default_graph_steps(large, "cuda", "triton") == 0
+    assert default_graph_steps(small, "cuda", "torch") == 0
+    assert default_graph_steps(small, "cpu", "triton") == 0
+
+
+@pytest.mark.parametrize("graph_steps", [-1, 1.5, "10"])
+def test_a_graph_block_that_is_not_a_whole_number_is_refused(graph_steps):
+    net = GenerativeConvNet(1, [LayerSpec(2, 3, 1, 1)])
+    with pytest.raises((ValueError, TypeError), match="graph_steps"):
+        langevin(net, torch.zeros(1, 1, 4, 4), 1, 0.3, 1.0, graph_steps=graph_steps)

@@ -69,7 +69,8 @@ class ChainBank:
     known): the chains sample the rest given them (`langevin`), as completion and expansion do.
     A chunk that runs out of memory is halved and tried again (the chains do not depend on the chunking);
     `notify(message)` is told once (default: a RuntimeWarning). `graph_steps` k > 1 runs the Triton backend's
-    steps k at a time, on CUDA as one recorded CUDA graph (`langevin`): the same chains, fewer launches.
+    steps k at a time, on CUDA as one recorded CUDA graph (`langevin`): the same chains, fewer launches; None
+    (the default) leaves it to `langevin`, which records small chunks on a GPU; 0 never.
     """
 
     def __init__(self, model: GenerativeConvNet, chains: int, shape, *, boundary: str = "periodic",
@@ -77,7 +78,7 @@ class ChainBank:
                  images: torch.Tensor | None = None, memory_budget: int | None = None, backend: str = "auto",
                  device=None, first_chain: int = 0, total_chains: int | None = None, precision: str = "auto",
                  notify=None, start_kernel: torch.Tensor | None = None, mean: torch.Tensor | None = None,
-                 known: tuple | None = None, graph_steps: int = 0):
+                 known: tuple | None = None, graph_steps: int | None = None):
         if chains < 1:
             raise ValueError(f"a chain bank needs at least one chain, got {chains}")
         if step_size <= 0 or sigma <= 0:
@@ -102,7 +103,7 @@ class ChainBank:
         # whatever machine resumes it.
         self.backend = resolve_backend(backend, self.device)
         self.precision = resolve_precision(precision, self.device, backend)
-        self.graph_steps = int(graph_steps)
+        self.graph_steps = graph_steps  # None: langevin's default for each chunk
         self.memory_budget = memory_budget or default_memory_budget(self.device)
         self.chunk_limit = None  # set when a chunk ran out of memory: the largest chunk since
         self.notify = notify or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))

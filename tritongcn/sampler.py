@@ -8,13 +8,27 @@ from .kernels import langevin_update, resolve_backend
 from .kernels.launch import interpreting
 from .precision import resolve_precision
 
+# Steps replayed from a CUDA graph, GRAPH_BLOCK at a time, by default when a call's chains hold at most
+# GRAPH_MAX_PIXELS pixels (chains x height x width): such banks spend their time launching kernels, which a
+# replay does once per block. On an H200 (bench/README.md) blocks of 10 ran those banks 1.0x to 4.4x as fast
+# as steps launched one by one (1.6x to 4.4x in bfloat16, the GPU's default), and larger ones, which keep
+# the GPU busy, 0.93x to 1.16x.
+GRAPH_BLOCK, GRAPH_MAX_PIXELS = 10, 2**19
+
+
+def default_graph_steps(shape, device, backend: str) -> int:
+    """The steps per recorded block `langevin` runs chains of `shape` in when not told: GRAPH_BLOCK for
+    small banks of the Triton kernels on a CUDA GPU, else 0 (every step launched on its own)."""
+    small = shape[0] * shape[-2] * shape[-1] <= GRAPH_MAX_PIXELS
+    return GRAPH_BLOCK if small and backend == "triton" and torch.device(device).type == "cuda" else 0
+
 
 @torch.no_grad()
 def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float, seed: int = 0,
              backend: str = "auto", first_step: int = 0, boundary: str = "zero", chain_start: int = 0,
              total_chains: int | None = None, precision: str = "auto",
              bounds: tuple | None = None, known: tuple | None = None, noise: bool = True,
-             temperature: float = 1.0, graph_steps: int = 0) -> torch.Tensor:
+             temperature: float = 1.0, graph_steps: int | None = None) -> torch.Tensor:
     """Advance the chains `x` (N, C, H, W) by `steps` Langevin steps and return them (x is not modified).
 
     Noise counters: step t of chain n (of `total_chains`, default N) starts at
@@ -43,16 +57,21 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     noise counter read from a device-side tensor that the block advances. On CUDA the block is recorded
     once as a CUDA graph and replayed, one launch for k steps instead of about a dozen launches and their
     Python per step, which is what small banks spend their time on; elsewhere the block runs as recorded,
-    eagerly (so the interpreter tests the same arithmetic). The chains are the same as without it.
+    eagerly (so the interpreter tests the same arithmetic). The chains are the same as without it. None
+    (the default) records blocks where that was measured faster (`default_graph_steps`); 0 never does.
     """
-    if steps < 0 or step_size <= 0 or sigma <= 0 or int(graph_steps) != graph_steps or graph_steps < 0:
-        raise ValueError("langevin needs steps >= 0, step_size > 0, sigma > 0 and a whole graph_steps >= 0")
+    if steps < 0 or step_size <= 0 or sigma <= 0:
+        raise ValueError("langevin needs steps >= 0, step_size > 0 and sigma > 0")
+    if graph_steps is not None and (int(graph_steps) != graph_steps or graph_steps < 0):
+        raise ValueError(f"graph_steps must be None or a whole number >= 0, got {graph_steps!r}")
     total_chains = x.shape[0] if total_chains is None else total_chains
     if chain_start < 0 or chain_start + x.shape[0] > total_chains:
         raise ValueError(f"chains {chain_start}..{chain_start + x.shape[0] - 1} do not fit in a bank of "
                          f"{total_chains}")
     precision = resolve_precision(precision, x.device, backend)  # both once, not at every kernel call
     backend = resolve_backend(backend, x.device)
+    if graph_steps is None:
+        graph_steps = default_graph_steps(x.shape, x.device, backend)
     x = x.detach().clone()
     if bounds is not None:
         low, high = (torch.as_tensor(b, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for b in bounds)
@@ -107,7 +126,7 @@ def _run_blocks(step, x: torch.Tensor, counter: torch.Tensor, counter_stride: in
             step(x, counter)
             counter.add_(counter_stride)
 
-    graph = _record(block, x, counter) if x.is_cuda and blocks > 1 and not interpreting() else None
+    graph = _record(block, step, x, counter) if x.is_cuda and blocks > 1 and not interpreting() else None
     for _ in range(blocks):
         if graph is None:
             block(x, counter)
@@ -115,15 +134,16 @@ def _run_blocks(step, x: torch.Tensor, counter: torch.Tensor, counter_stride: in
             graph.replay()
 
 
-def _record(block, x: torch.Tensor, counter: torch.Tensor):
-    """block(x, counter) recorded as a CUDA graph that replays on the current stream, or None (with a
-    warning) when the recording fails for another reason than memory: the steps then run unrecorded, and
-    nothing is lost, since a recording runs nothing."""
+def _record(block, step, x: torch.Tensor, counter: torch.Tensor):
+    """block(x, counter), a run of step(x, counter), recorded as a CUDA graph that replays on the current
+    stream, or None (with a warning) when the recording fails for another reason than memory: the steps then
+    run unrecorded, and nothing is lost, since a recording runs nothing."""
     with torch.cuda.device(x.device):
-        # One block on copies first, on the current stream that later steps and replays use: it compiles
-        # every kernel the block launches and lays out the weights, neither of which may happen while a
-        # graph records.
-        block(x.clone(), counter.clone())
+        # One step on copies first, on the current stream that later steps and replays use: it compiles
+        # every kernel a step launches and lays out the weights, neither of which may happen while a graph
+        # records. Every step of a block launches the same kernels, so one is enough, and a call of s steps
+        # spends one extra step on it rather than a whole block.
+        step(x.clone(), counter.clone())
         graph, side = torch.cuda.CUDAGraph(), torch.cuda.Stream()  # a graph records on a stream of its own
         side.wait_stream(torch.cuda.current_stream())
         try:
