@@ -131,8 +131,9 @@ def sample(run: SampleRun, report: Reporter | None = None) -> Path:
                     segment = min(segment, every - done % every)
 
             def progress(advanced, segment=segment):
+                done_now = bar.done + advanced * segment  # the rate counts this chunk's steps too
                 bar.update(advanced * segment,
-                           f"{bar.done * world.size / max(time.perf_counter() - start, 1e-9):.0f} chain-steps/s")
+                           f"{done_now * world.size / max(time.perf_counter() - start, 1e-9):.0f} chain-steps/s")
 
             try:
                 bank.advance(segment, progress)
