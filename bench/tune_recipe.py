@@ -1,6 +1,7 @@
 """One learning run with given settings, timed and scored: a row of the recipe-tuning table.
 
     python bench/tune_recipe.py TEXTURE [--threads N] [--set name=value ...] [--images DIR]
+    python bench/tune_recipe.py TEXTURE --set device=cuda ...      # on a GPU (the record names it)
 
 Runs `Learner` with LearnConfig defaults overridden by --set, then scores against the preprocessed
 texture (`tritongcn.evaluate`): the learning chains, four new chains drawn as `tritongcn sample` draws them
@@ -70,7 +71,7 @@ def main():
               "seconds": round(seconds, 1), "sample_seconds": round(sample_seconds, 1),
               "eval": {k: figures[k] for k in (*sets, "real_crops", "random_phase")}}
     print(json.dumps(record))
-    append_results(args.out, "tune_recipe", [record])
+    append_results(args.out, "tune_recipe", [record], device=learner.device)  # on a GPU, its name
 
 
 if __name__ == "__main__":
