@@ -191,9 +191,10 @@ def gated_reference(model, x, masks, boundary, dtype, tol):
         pre = reference_pre(h, conv.weight.to(dtype), conv.bias.to(dtype), spec.stride, pad, periodic)
         shape = (pre.shape[0], mask.shape[1]) + tuple(pre.shape[2:])  # the kernels' channels, padded
         bits = unpack_mask(mask, shape)[:, :pre.shape[1]]
-        differ = bits != (pre.detach() > 0)
+        exact = pre.detach()
+        differ = bits != (exact > 0)
         flips.append(int(differ.sum()))
-        wrong.append(int(differ[pre.detach().abs() > 8 * tol * pre.detach().abs().max()].sum()))
+        wrong.append(int(differ[exact.abs() > 8 * tol * exact.abs().max()].sum()))
         h = pre * bits.double()
     (expected,) = torch.autograd.grad(h.sum(), x64)
     return expected, flips, wrong
