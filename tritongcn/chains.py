@@ -13,7 +13,7 @@ from .config import LearnConfig
 from .kernels import mask_shape, resolve_backend
 from .model import GenerativeConvNet
 from .precision import resolve_precision
-from .sampler import langevin, out_of_memory
+from .sampler import checked_graph_steps, langevin, out_of_memory
 from .starts import STARTS, start_chains
 
 FLOAT_BYTES = 4
@@ -103,7 +103,8 @@ class ChainBank:
         # whatever machine resumes it.
         self.backend = resolve_backend(backend, self.device)
         self.precision = resolve_precision(precision, self.device, backend)
-        self.graph_steps = graph_steps  # None: langevin's default for each chunk
+        # None: langevin's default for each chunk. Checked here, so a bad value is refused before any work.
+        self.graph_steps = checked_graph_steps(graph_steps)
         self.memory_budget = memory_budget or default_memory_budget(self.device)
         self.chunk_limit = None  # set when a chunk ran out of memory: the largest chunk since
         self.notify = notify or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))

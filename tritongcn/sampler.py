@@ -23,6 +23,19 @@ def default_graph_steps(shape, device, backend: str) -> int:
     return GRAPH_BLOCK if small and backend == "triton" and torch.device(device).type == "cuda" else 0
 
 
+def checked_graph_steps(graph_steps):
+    """`graph_steps` as `langevin` takes it (None, or a whole number >= 0), or a ValueError naming it."""
+    if graph_steps is None:
+        return None
+    try:
+        whole = int(graph_steps) == graph_steps and graph_steps >= 0
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
+        raise ValueError(f"graph_steps must be None or a whole number >= 0, got {graph_steps!r}")
+    return int(graph_steps)
+
+
 @torch.no_grad()
 def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float, seed: int = 0,
              backend: str = "auto", first_step: int = 0, boundary: str = "zero", chain_start: int = 0,
@@ -62,8 +75,7 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
     """
     if steps < 0 or step_size <= 0 or sigma <= 0:
         raise ValueError("langevin needs steps >= 0, step_size > 0 and sigma > 0")
-    if graph_steps is not None and (int(graph_steps) != graph_steps or graph_steps < 0):
-        raise ValueError(f"graph_steps must be None or a whole number >= 0, got {graph_steps!r}")
+    graph_steps = checked_graph_steps(graph_steps)
     total_chains = x.shape[0] if total_chains is None else total_chains
     if chain_start < 0 or chain_start + x.shape[0] > total_chains:
         raise ValueError(f"chains {chain_start}..{chain_start + x.shape[0] - 1} do not fit in a bank of "

@@ -108,8 +108,10 @@ def expand(run: ExpandRun, report: Reporter | None = None) -> Path:
     if width < image.shape[2] or height < image.shape[1]:
         raise RunError(f"{width}x{height} is smaller than the image ({image.shape[2]}x{image.shape[1]}"
                        f"{' after --image-size' if s.image_size else ''}): nothing to grow", option="--size")
+    loaded = None  # the model given, read once
     if run.periodic:  # the stride of the model given, or of the texture net learned
-        stride = load_model(s.model_path)[1].total_stride() if s.model_path else total_stride(TEXTURE_LAYERS)
+        loaded = load_model(s.model_path) if s.model_path else None
+        stride = loaded[1].total_stride() if loaded else total_stride(TEXTURE_LAYERS)
         if width % stride or height % stride:
             width, height = stride_multiple(width, stride), stride_multiple(height, stride)
             report.say(f"a periodic canvas needs sides that are multiples of {stride}: expanding to {width}x{height}")
@@ -119,7 +121,8 @@ def expand(run: ExpandRun, report: Reporter | None = None) -> Path:
         raise RunError(str(err), option="--at" if run.at else "--size") from None
     model_path = _model(run.image, image, s, run.out_dir, report)
     start = time.perf_counter()
-    results, info = _fill(model_path, board, unknown, s, periodic=run.periodic, what="expanding", report=report)
+    results, info = _fill(model_path, board, unknown, s, periodic=run.periodic, what="expanding", report=report,
+                          loaded=loaded)
     _write(run.out_dir, "expanded.png", "expansions", results)
     _save_before_after(board, unknown, results[0], run.out_dir / "before_after.png")
     if run.periodic:
@@ -192,13 +195,15 @@ def fill_runaway_advice(side: int) -> str:
     return f"{larger}a MODEL learned by `tritongcn learn` from a whole image of the texture may fill better"
 
 
-def _fill(model_path: Path, image, unknown, s: FillSettings, periodic: bool, what: str, report: Reporter):
-    """(completions (K, C, H, W) in [0, 255], their settings for the json) of `image` with `unknown` pixels."""
+def _fill(model_path: Path, image, unknown, s: FillSettings, periodic: bool, what: str, report: Reporter,
+          loaded: tuple | None = None):
+    """(completions (K, C, H, W) in [0, 255], their settings for the json) of `image` with `unknown` pixels;
+    `loaded`: `load_model(model_path)` if the caller has read it already."""
     from ..completion import FINISH_STEPS, complete, work_region
     from ..config import LearnConfig
     from ..precision import resolve_precision
 
-    state, model = load_model(model_path)
+    state, model = loaded or load_model(model_path)
     learned = LearnConfig.from_dict(state["config"])
     if model.top != "sum":
         raise RunError(f"{model_path} is an object model: completion needs a texture model")
