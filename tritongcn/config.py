@@ -93,7 +93,8 @@ class LearnConfig:
     # update's weights. On the same runs, the mean over all 40 took the new samples' ps_z from 1.39 to 1.36
     # on rose and from 1.30 to 1.18 on water (two seeds each) but from 0.90 to 1.01 on brick and from 0.95
     # to 1.08 on bark, whose finish moves the model most: its first updates' weights are not yet corrected
-    # (bench/TUNING.md). Not a gain on textures in general, so off by default.
+    # (bench/TUNING.md). The mean of the last half narrowed the spread between four seeds (bark 0.95 to
+    # 1.22 became 0.99 to 1.05) but moved the mean of 16 paired runs by only -0.02: off by default.
     finish_average: float = 0.0
     # Keep every chain inside the [0, 255] range of images after each Langevin step (the model restricted
     # to images). Unbounded, a model whose weights grew can throw chains far outside it in one step of
