@@ -108,9 +108,8 @@ def expand(run: ExpandRun, report: Reporter | None = None) -> Path:
     if width < image.shape[2] or height < image.shape[1]:
         raise RunError(f"{width}x{height} is smaller than the image ({image.shape[2]}x{image.shape[1]}"
                        f"{' after --image-size' if s.image_size else ''}): nothing to grow", option="--size")
-    loaded = None  # the model given, read once
+    loaded = load_model(s.model_path) if run.periodic and s.model_path else None  # read once, _fill uses it too
     if run.periodic:  # the stride of the model given, or of the texture net learned
-        loaded = load_model(s.model_path) if s.model_path else None
         stride = loaded[1].total_stride() if loaded else total_stride(TEXTURE_LAYERS)
         if width % stride or height % stride:
             width, height = stride_multiple(width, stride), stride_multiple(height, stride)
