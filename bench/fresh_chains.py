@@ -2,11 +2,12 @@
 chains against the number of Langevin steps, from each start.
 
     python bench/fresh_chains.py MODEL TEXTURE [--steps 0,25,50,100,200,300,600,1200] [--chains 4]
-                                 [--starts zero,noise,spectrum,learned] [--plot PNG] [--label NAME]
+                                 [--starts zero,noise,spectrum,learned,image] [--plot PNG] [--label NAME]
 
 For each start (the mean image, N(0, sigma^2) noise, random-phase noise with the training image's
-spectrum, and the model's own learning chains continued), `--chains` chains at the model's sample size
-(the learning chains at theirs) are advanced with the model's Langevin step and scored by
+spectrum, the model's own learning chains continued, and the training image itself), `--chains` chains at
+the model's sample size (the learning chains at theirs) are advanced with the model's Langevin step and
+scored by
 `tritongcn.evaluate` (patch_swd, ps_z; lower is better) at each step count. Rows are printed, appended as
 JSON to bench/fresh_chains.jsonl, and drawn as two panels (ps_z and patch_swd against steps) with the
 real crops' and random-phase noise's figures as horizontal lines.
@@ -15,14 +16,36 @@ real crops' and random-phase noise's figures as horizontal lines.
 import argparse
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from tritongcn.chains import ChainBank, sampler_bank
-from tritongcn.config import LearnConfig
+from tritongcn.config import LearnConfig, stride_multiple
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 from tritongcn.checkpoints import load_checkpoint
 from tritongcn.images import load_image, preprocess
+from tritongcn.learn import shading_plane
 from tritongcn.model import GenerativeConvNet
 
 from common import append_results
+
+
+def image_starts(state, training, chains, size, seed):
+    """The training image as `chains` starts of `size` px, in the chains' coordinates (its mean colour, and
+    its light's slope where the model learned without it, taken out), wrapped or cut to the size and each
+    shifted by its own circular offset: where the model's own dynamics take the data (bench/TUNING.md,
+    "Where new samples' figures stop"). The photo is not periodic, so each start holds one seam."""
+    config = LearnConfig.from_dict(state["config"])
+    mean = state["mean"].float().view(1, -1, 1, 1)
+    image = training.float().unsqueeze(0) - mean
+    if config.shading == "flatten":
+        image = image - shading_plane(image)
+    h, w = image.shape[-2:]
+    image = F.pad(image, (0, max(size - w, 0), 0, max(size - h, 0)), mode="circular")[..., :size, :size]
+    generator = torch.Generator().manual_seed(seed)
+    shifts = torch.randint(0, size, (chains, 2), generator=generator).tolist()
+    starts = torch.cat([torch.roll(image, (dy, dx), (2, 3)) for dy, dx in shifts])
+    return (starts + mean).clamp(0, 255) - mean  # inside the image range, as every bounded chain
 
 
 def curves(state, model, training, starts, steps, chains, seed=1):
@@ -31,9 +54,11 @@ def curves(state, model, training, starts, steps, chains, seed=1):
     mean = state["mean"].float().view(1, -1, 1, 1)
     out = {}
     for start in starts:
-        if start == "learned":
-            bank = ChainBank(model, len(state["chains"]), state["chains"].shape[1:], step_size=config.step_size,
-                             sigma=config.sigma, seed=seed, images=state["chains"],
+        if start in ("learned", "image"):
+            size = config.sample_size or stride_multiple(training.shape[-1], model.total_stride())
+            images = state["chains"] if start == "learned" else image_starts(state, training, chains, size, seed)
+            bank = ChainBank(model, len(images), images.shape[1:], step_size=config.step_size,
+                             sigma=config.sigma, seed=seed, images=images,
                              boundary="periodic" if config.periodic else "zero",
                              mean=state["mean"] if config.bounded else None)
         else:
