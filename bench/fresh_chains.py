@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from tritongcn.chains import ChainBank, sampler_bank
-from tritongcn.config import LearnConfig, stride_multiple
+from tritongcn.config import LearnConfig, image_sample_size
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 from tritongcn.checkpoints import load_checkpoint
 from tritongcn.images import load_image, preprocess
@@ -30,13 +30,12 @@ from tritongcn.model import GenerativeConvNet
 from common import append_results
 
 
-def image_starts(state, training, chains, size, seed):
-    """The training image as `chains` starts of `size` px, in the chains' coordinates (its mean colour, and
+def image_starts(config, mean, training, chains, size, seed):
+    """The training image as `chains` starts of `size` px, in the chains' coordinates (its `mean` colour, and
     its light's slope where the model learned without it, taken out), wrapped or cut to the size and each
     shifted by its own circular offset: where the model's own dynamics take the data (bench/TUNING.md,
-    "Where new samples' figures stop"). The photo is not periodic, so each start holds one seam."""
-    config = LearnConfig.from_dict(state["config"])
-    mean = state["mean"].float().view(1, -1, 1, 1)
+    "Where new samples' figures stop"). The photo is not periodic, so each start holds its seam, one row
+    and one column."""
     image = training.float().unsqueeze(0) - mean
     if config.shading == "flatten":
         image = image - shading_plane(image)
@@ -55,8 +54,11 @@ def curves(state, model, training, starts, steps, chains, seed=1):
     out = {}
     for start in starts:
         if start in ("learned", "image"):
-            size = config.sample_size or stride_multiple(training.shape[-1], model.total_stride())
-            images = state["chains"] if start == "learned" else image_starts(state, training, chains, size, seed)
+            if start == "learned":
+                images = state["chains"]
+            else:  # at the samples' size, by learn's rule where the file predates its recording
+                size = config.sample_size or image_sample_size(training.shape[-1], model.total_stride())
+                images = image_starts(config, mean, training, chains, size, seed)
             bank = ChainBank(model, len(images), images.shape[1:], step_size=config.step_size,
                              sigma=config.sigma, seed=seed, images=images,
                              boundary="periodic" if config.periodic else "zero",
