@@ -2,6 +2,7 @@
 
     python bench/tune_recipe.py TEXTURE [--threads N] [--set name=value ...] [--images DIR]
     python bench/tune_recipe.py TEXTURE --set device=cuda ...      # on a GPU (the record names it)
+    python bench/tune_recipe.py TEXTURE --layer 2=100,3,1,2        # another net: layer 3 with 100 filters
 
 Runs `Learner` with LearnConfig defaults overridden by --set, then scores against the preprocessed
 texture (`tritongcn.evaluate`): the learning chains, four new chains drawn as `tritongcn sample` draws them
@@ -11,6 +12,7 @@ the three sets there as contact sheets and as one tensor file, the learner's met
 """
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -19,6 +21,8 @@ import torch
 
 import tritongcn
 from tritongcn.config import LearnConfig
+from tritongcn.geometry import DEEPER_TEXTURE_LAYERS, TEXTURE_LAYERS, LayerSpec
+from tritongcn.model import GenerativeConvNet
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 from tritongcn.figures import contact_sheet
 from tritongcn.images import load_image, preprocess, save_png
@@ -29,11 +33,26 @@ FRESH_CHAINS = 4  # as many as `tritongcn learn` draws
 LONGER = 4  # the new chains are scored again after this many times their default steps
 
 
+def screened_net(replacements, channels: int, config: LearnConfig) -> GenerativeConvNet:
+    """The texture net with layers replaced (`--layer I=OUT,KERNEL,STRIDE,PAD`, I from 0), seeded and
+    grown as `Learner` builds the paper's: for screening other nets without changing the package's."""
+    specs = list(DEEPER_TEXTURE_LAYERS[:max(config.layers, len(TEXTURE_LAYERS))])
+    for item in replacements:
+        index, _, values = item.partition("=")
+        specs[int(index)] = LayerSpec(*(int(v) for v in values.split(",")))
+    net = GenerativeConvNet(channels, specs, generator=torch.Generator().manual_seed(config.seed),
+                            sigma=config.sigma)
+    net.depth = 1 if tritongcn.Learner.grows(config) else config.layers
+    return net
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("texture")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--layer", action="append", default=[], metavar="I=OUT,KERNEL,STRIDE,PAD",
+                        help="replace layer I (from 0) of the texture net: 2=100,3,1,2 gives layer 3 100 filters")
     parser.add_argument("--images", type=Path, default=None, help="write contact sheets of the chains here")
     parser.add_argument("--out", default=str(Path(__file__).with_name("tuning.jsonl")))
     args = parser.parse_args()
@@ -42,7 +61,8 @@ def main():
     overrides = learn_settings(args.set)
     config = LearnConfig(**overrides)
     training = preprocess(load_image(args.texture), config.image_size)
-    learner = tritongcn.Learner.from_images(training.unsqueeze(0), config)
+    net = screened_net(args.layer, training.shape[0], config) if args.layer else None
+    learner = tritongcn.Learner.from_images(training.unsqueeze(0), config, model=net)
     start = time.perf_counter()
     records = list(learner.run())
     seconds = time.perf_counter() - start
@@ -60,7 +80,7 @@ def main():
     name = Path(args.texture).stem
     if args.images:
         args.images.mkdir(parents=True, exist_ok=True)
-        tag = "_".join([name] + [f"{k}={v}" for k, v in overrides.items()])
+        tag = "_".join([name] + [f"{k}={v}" for k, v in overrides.items()] + [f"layer{v}" for v in args.layer])
         for what, images in sets.items():
             save_png(contact_sheet(images), args.images / f"{tag}_{what}.png")
         torch.save({k: v.round().to(torch.uint8) for k, v in sets.items()}, args.images / f"{tag}.pt")
@@ -68,6 +88,7 @@ def main():
         from tritongcn.checkpoints import save_checkpoint
         save_checkpoint(learner.state_dict(), args.images / f"{tag}.model.pt")
     record = {"texture": Path(args.texture).name, "settings": overrides, "threads": args.threads,
+              **({"layers": [dataclasses.asdict(spec) for spec in net.layers]} if net else {}),
               "seconds": round(seconds, 1), "sample_seconds": round(sample_seconds, 1),
               "eval": {k: figures[k] for k in (*sets, "real_crops", "random_phase")}}
     print(json.dumps(record))

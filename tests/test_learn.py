@@ -48,6 +48,19 @@ def test_layers_grow_one_at_a_time_by_default_and_the_weights_move():
     assert learner.langevin_steps_done == 6 * TINY["langevin_steps"]
 
 
+def test_a_net_of_the_callers_own_is_learned_as_given():
+    """`from_images(model=...)` learns the caller's net (a screen of other layer widths), not the config's."""
+    from tritongcn.geometry import TEXTURE_LAYERS, LayerSpec
+    from tritongcn.model import GenerativeConvNet
+    specs = (*TEXTURE_LAYERS[:2], LayerSpec(7, 3, stride=1, padding=2))
+    net = GenerativeConvNet(3, specs, depth=1, generator=torch.Generator().manual_seed(0))
+    learner = Learner.from_images(stripes() + 128, LearnConfig(**{**TINY, "layers": 3}), model=net)
+    assert learner.model is net and learner.model.layers == specs
+    records = list(learner.run())
+    assert [r["layer"] for r in records][-1] == 3 and learner.model.depth == 3
+    assert net.convs[2].weight.shape[0] == 7
+
+
 def _lit_stripes():
     """Stripes under a light that falls off from left to right (60 grey levels) and top to bottom (20)."""
     images = stripes()

@@ -422,15 +422,16 @@ class Learner:
 
     @classmethod
     def from_images(cls, images: torch.Tensor, config: LearnConfig, world: World | None = None,
-                    known: torch.Tensor | None = None) -> "Learner":
+                    known: torch.Tensor | None = None, model: GenerativeConvNet | None = None) -> "Learner":
         """A learner for (M, C, H, W) images in [0, 255]: their mean colour (of the `known` pixels, where
-        given) is subtracted, so the chains start at 0 = the mean image and `samples()` adds it back."""
+        given) is subtracted, so the chains start at 0 = the mean image and `samples()` adds it back.
+        `model` is a net of the caller's own (its `depth` set as it should learn), else the config's."""
         if known is None:
             mean = images.mean(dim=(0, 2, 3))
         else:
             weight = known.to(images.dtype).expand_as(images)
             mean = (images * weight).sum(dim=(0, 2, 3)) / weight.sum(dim=(0, 2, 3)).clamp_min(1)
-        return cls(images - mean.view(1, -1, 1, 1), config, mean=mean, world=world, known=known)
+        return cls(images - mean.view(1, -1, 1, 1), config, model=model, mean=mean, world=world, known=known)
 
     @property
     def chains(self) -> torch.Tensor:

@@ -1,0 +1,80 @@
+"""Many `tune_recipe.py` runs at once, for screening recipes or nets over textures and seeds in one call of
+a GPU lease: every texture x seed x variant, WORKERS at a time, no new run after --minutes.
+
+    python bench/gpu_screen.py --textures bark.jpg rose.jpg --seeds 0 1 2 \\
+        --variant base= --variant l3x100="--layer 2=100,3,1,2" --variant high="--set iterations=700" \\
+        --workers 8 --minutes 5 --out $OUT
+
+A variant is NAME=OPTIONS, the options `tune_recipe.py` takes (`--set`, `--layer`). Each run appends its
+record, with `"variant"`, to OUT/tuning.jsonl as it ends, and its new samples' contact sheet goes into
+OUT/samples.tgz (two files, as a lease brings back; the runs' own files stay in --work), so a call cut
+short still brings back every run it finished. The runs share the GPU, so
+their seconds are not timings: this screens quality. ps_z needs plenoptic where the runs go (on a machine
+without a network: `python3 -m pip install --no-index --no-deps` of its wheels, carried along).
+"""
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+TUNE = Path(__file__).with_name("tune_recipe.py")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--textures", nargs="+", required=True)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--variant", action="append", required=True, metavar="NAME=OPTIONS")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of each run")
+    parser.add_argument("--minutes", type=float, default=float("inf"), help="start no run after this long")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/gpu_screen"), help="each run's own files")
+    args = parser.parse_args()
+    variants = dict(item.partition("=")[::2] for item in args.variant)
+    args.out.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + 60 * args.minutes
+    # Seeds outermost: a call cut short has every variant on the same seeds.
+    jobs = [(seed, texture, name) for seed in args.seeds for texture in args.textures for name in variants]
+
+    def run(job):
+        seed, texture, name = job
+        if time.monotonic() > deadline:
+            return job, None
+        images = args.work / f"{Path(texture).stem}_s{seed}_{name}"
+        command = [sys.executable, str(TUNE), texture, "--threads", str(args.threads),
+                   "--set", f"device={args.device}", f"seed={seed}", *shlex.split(variants[name]),
+                   "--images", str(images), "--out", str(images / "record.jsonl")]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            return job, {"variant": name, "texture": Path(texture).name, "settings": {"seed": seed},
+                         "error": (done.stdout + done.stderr)[-2000:]}
+        return job, {**json.loads((images / "record.jsonl").read_text().splitlines()[-1]), "variant": name}
+
+    finished = []
+    with ThreadPoolExecutor(args.workers) as pool:
+        for future in as_completed([pool.submit(run, job) for job in jobs]):
+            (seed, texture, name), record = future.result()
+            if record is None:
+                continue
+            with open(args.out / "tuning.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            scores = {k: round(v.get("ps_z", v["patch_swd"]), 3) for k, v in record.get("eval", {}).items()
+                      if isinstance(v, dict) and "patch_swd" in v}
+            print(Path(texture).stem, seed, name, scores or record["error"], flush=True)
+            finished.append((seed, texture, name))
+            with tarfile.open(args.out / "samples.tgz", "w:gz") as tar:  # rewritten whole: always complete
+                for sheet in sorted(args.work.glob("*/*_samples.png")):
+                    tar.add(sheet, arcname=f"{sheet.parent.name}.png")
+    print(f"{len(finished)} of {len(jobs)} runs finished", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
