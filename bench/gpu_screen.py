@@ -2,7 +2,7 @@
 a GPU lease: every texture x seed x variant, WORKERS at a time, no new run after --minutes.
 
     python bench/gpu_screen.py --textures bark.jpg rose.jpg --seeds 0 1 2 \\
-        --variant base= --variant l3x100="--layer 2=100,3,1,2" --variant high="--set iterations=700" \\
+        --variant base= --variant l3x100="--layer 2=100,3,1,2" --variant it700="--set iterations=700" \\
         --workers 8 --minutes 5 --out $OUT
 
 A variant is NAME=OPTIONS, the options `tune_recipe.py` takes (`--set`, `--layer`). Each run appends its
@@ -15,7 +15,9 @@ without a network: `python3 -m pip install --no-index --no-deps` of its wheels, 
 
 import argparse
 import json
+import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -49,6 +51,7 @@ def main():
         if time.monotonic() > deadline:
             return job, None
         images = args.work / f"{Path(texture).stem}_s{seed}_{name}"
+        shutil.rmtree(images, ignore_errors=True)  # a warm machine keeps an earlier call's files
         command = [sys.executable, str(TUNE), texture, "--threads", str(args.threads),
                    "--set", f"device={args.device}", f"seed={seed}", *shlex.split(variants[name]),
                    "--images", str(images), "--out", str(images / "record.jsonl")]
@@ -58,7 +61,7 @@ def main():
                          "error": (done.stdout + done.stderr)[-2000:]}
         return job, {**json.loads((images / "record.jsonl").read_text().splitlines()[-1]), "variant": name}
 
-    finished = []
+    finished, failed = [], 0
     with ThreadPoolExecutor(args.workers) as pool:
         for future in as_completed([pool.submit(run, job) for job in jobs]):
             (seed, texture, name), record = future.result()
@@ -69,11 +72,17 @@ def main():
             scores = {k: round(v.get("ps_z", v["patch_swd"]), 3) for k, v in record.get("eval", {}).items()
                       if isinstance(v, dict) and "patch_swd" in v}
             print(Path(texture).stem, seed, name, scores or record["error"], flush=True)
-            finished.append((seed, texture, name))
-            with tarfile.open(args.out / "samples.tgz", "w:gz") as tar:  # rewritten whole: always complete
-                for sheet in sorted(args.work.glob("*/*_samples.png")):
-                    tar.add(sheet, arcname=f"{sheet.parent.name}.png")
-    print(f"{len(finished)} of {len(jobs)} runs finished", flush=True)
+            if "error" in record:
+                failed += 1
+                continue
+            finished.append(args.work / f"{Path(texture).stem}_s{seed}_{name}")
+            # Rewritten whole and swapped in, so a call killed at its time limit leaves a complete archive.
+            with tarfile.open(args.out / "samples.tgz.part", "w:gz") as tar:
+                for run_dir in finished:
+                    for sheet in run_dir.glob("*_samples.png"):
+                        tar.add(sheet, arcname=f"{run_dir.name}.png")
+            os.replace(args.out / "samples.tgz.part", args.out / "samples.tgz")
+    print(f"{len(finished)} of {len(jobs)} runs finished, {failed} failed", flush=True)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ LONGER = 4  # the new chains are scored again after this many times their defaul
 def screened_net(replacements, channels: int, config: LearnConfig) -> GenerativeConvNet:
     """The texture net with layers replaced (`--layer I=OUT,KERNEL,STRIDE,PAD`, I from 0), seeded and
     grown as `Learner` builds the paper's: for screening other nets without changing the package's."""
+    if config.model != "texture":
+        raise SystemExit("--layer replaces layers of the texture net; the object net has none to replace")
     specs = list(DEEPER_TEXTURE_LAYERS[:max(config.layers, len(TEXTURE_LAYERS))])
     for item in replacements:
         index, _, values = item.partition("=")

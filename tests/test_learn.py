@@ -56,9 +56,10 @@ def test_a_net_of_the_callers_own_is_learned_as_given():
     net = GenerativeConvNet(3, specs, depth=1, generator=torch.Generator().manual_seed(0))
     learner = Learner.from_images(stripes() + 128, LearnConfig(**{**TINY, "layers": 3}), model=net)
     assert learner.model is net and learner.model.layers == specs
+    initial = net.convs[2].weight.clone()
     records = list(learner.run())
-    assert [r["layer"] for r in records][-1] == 3 and learner.model.depth == 3
-    assert net.convs[2].weight.shape[0] == 7
+    assert [r["layer"] for r in records][-1] == 3 and learner.model.depth == 3  # grown from the depth given
+    assert not torch.equal(net.convs[2].weight, initial)  # the caller's own layer 3 learned
 
 
 def _lit_stripes():
