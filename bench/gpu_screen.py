@@ -46,11 +46,14 @@ def main():
     # Seeds outermost: a call cut short has every variant on the same seeds.
     jobs = [(seed, texture, name) for seed in args.seeds for texture in args.textures for name in variants]
 
+    def run_dir(seed, texture, name):
+        return args.work / f"{Path(texture).stem}_s{seed}_{name}"
+
     def run(job):
         seed, texture, name = job
         if time.monotonic() > deadline:
             return job, None
-        images = args.work / f"{Path(texture).stem}_s{seed}_{name}"
+        images = run_dir(*job)
         shutil.rmtree(images, ignore_errors=True)  # a warm machine keeps an earlier call's files
         command = [sys.executable, str(TUNE), texture, "--threads", str(args.threads),
                    "--set", f"device={args.device}", f"seed={seed}", *shlex.split(variants[name]),
@@ -75,12 +78,12 @@ def main():
             if "error" in record:
                 failed += 1
                 continue
-            finished.append(args.work / f"{Path(texture).stem}_s{seed}_{name}")
+            finished.append(run_dir(seed, texture, name))
             # Rewritten whole and swapped in, so a call killed at its time limit leaves a complete archive.
             with tarfile.open(args.out / "samples.tgz.part", "w:gz") as tar:
-                for run_dir in finished:
-                    for sheet in run_dir.glob("*_samples.png"):
-                        tar.add(sheet, arcname=f"{run_dir.name}.png")
+                for folder in finished:
+                    for sheet in folder.glob("*_samples.png"):
+                        tar.add(sheet, arcname=f"{folder.name}.png")
             os.replace(args.out / "samples.tgz.part", args.out / "samples.tgz")
     print(f"{len(finished)} of {len(jobs)} runs finished, {failed} failed", flush=True)
 

@@ -34,18 +34,17 @@ LONGER = 4  # the new chains are scored again after this many times their defaul
 
 
 def screened_net(replacements, channels: int, config: LearnConfig) -> GenerativeConvNet:
-    """The texture net with layers replaced (`--layer I=OUT,KERNEL,STRIDE,PAD`, I from 0), seeded and
-    grown as `Learner` builds the paper's: for screening other nets without changing the package's."""
+    """The texture net with layers replaced (`--layer I=OUT,KERNEL,STRIDE,PAD`, I from 0), seeded as
+    `Learner` seeds the paper's (and grown as it grows it): for screening other nets without changing the
+    package's."""
     if config.model != "texture":
         raise SystemExit("--layer replaces layers of the texture net; the object net has none to replace")
     specs = list(DEEPER_TEXTURE_LAYERS[:max(config.layers, len(TEXTURE_LAYERS))])
     for item in replacements:
         index, _, values = item.partition("=")
         specs[int(index)] = LayerSpec(*(int(v) for v in values.split(",")))
-    net = GenerativeConvNet(channels, specs, generator=torch.Generator().manual_seed(config.seed),
-                            sigma=config.sigma)
-    net.depth = 1 if tritongcn.Learner.grows(config) else config.layers
-    return net
+    return GenerativeConvNet(channels, specs, generator=torch.Generator().manual_seed(config.seed),
+                             sigma=config.sigma)
 
 
 def main():

@@ -53,12 +53,12 @@ def test_a_net_of_the_callers_own_is_learned_as_given():
     from tritongcn.geometry import TEXTURE_LAYERS, LayerSpec
     from tritongcn.model import GenerativeConvNet
     specs = (*TEXTURE_LAYERS[:2], LayerSpec(7, 3, stride=1, padding=2))
-    net = GenerativeConvNet(3, specs, depth=1, generator=torch.Generator().manual_seed(0))
+    net = GenerativeConvNet(3, specs, generator=torch.Generator().manual_seed(0))  # built at full depth
     learner = Learner.from_images(stripes() + 128, LearnConfig(**{**TINY, "layers": 3}), model=net)
-    assert learner.model is net and learner.model.layers == specs
+    assert learner.model is net and learner.model.layers == specs and net.depth == 1  # grown, as the config's
     initial = net.convs[2].weight.clone()
     records = list(learner.run())
-    assert [r["layer"] for r in records][-1] == 3 and learner.model.depth == 3  # grown from the depth given
+    assert [r["layer"] for r in records][-1] == 3 and learner.model.depth == 3  # grown to the config's layers
     assert not torch.equal(net.convs[2].weight, initial)  # the caller's own layer 3 learned
 
 

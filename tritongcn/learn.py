@@ -258,10 +258,11 @@ class Learner:
             else:  # the paper's three layers, and the fourth when asked for (texture() refuses more)
                 model = GenerativeConvNet.texture(channels, generator=generator,
                                                   layers=max(config.layers, len(TEXTURE_LAYERS)))
-            if config.layers > len(model.layers):
-                raise ValueError(f"the {config.model} net has {len(model.layers)} layers, asked for {config.layers}")
-            # Layers grown one at a time (the release and the default) or all at once (grow_layers=False, CD).
-            model.depth = 1 if self.grows(config) else config.layers
+        # Built here or given (another net to screen), the net starts at the depth the config learns from.
+        if config.layers > len(model.layers):
+            raise ValueError(f"the {config.model} net has {len(model.layers)} layers, asked for {config.layers}")
+        # Layers grown one at a time (the release and the default) or all at once (grow_layers=False, CD).
+        model.depth = 1 if self.grows(config) else config.layers
         self.model = model.to(self.device)
         self.model.sigma = config.sigma  # built here or given, the model is the one of the sigma it learns with
         stride = self.model.total_stride(len(self.model.layers))
@@ -425,7 +426,7 @@ class Learner:
                     known: torch.Tensor | None = None, model: GenerativeConvNet | None = None) -> "Learner":
         """A learner for (M, C, H, W) images in [0, 255]: their mean colour (of the `known` pixels, where
         given) is subtracted, so the chains start at 0 = the mean image and `samples()` adds it back.
-        `model` is a net of the caller's own (its `depth` set as it should learn), else the config's."""
+        `model` is a net of the caller's own to learn, else the config's."""
         if known is None:
             mean = images.mean(dim=(0, 2, 3))
         else:
