@@ -17,9 +17,8 @@ import time
 
 import torch
 
-from tritongcn import GenerativeConvNet
 from tritongcn.chains import ChainBank, bits_bytes_per_chain
-from tritongcn.profile import autograd_saved_bytes_per_chain
+from tritongcn.profile import autograd_saved_bytes_per_chain, random_texture_net
 
 from common import RESULTS, append_results, machine_name
 
@@ -37,10 +36,7 @@ def main():
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    model = GenerativeConvNet.texture(3, generator=torch.Generator().manual_seed(0)).to(device)
-    with torch.no_grad():
-        for conv in model.convs:
-            conv.bias.normal_(0.0, 1.0)
+    model = random_texture_net(device=device)
     bank = ChainBank(model, args.chains, (3, args.size, args.size), boundary=args.boundary, init="noise",
                      memory_budget=int(args.memory_budget * 2**30), device=device)
     start = time.perf_counter()

@@ -12,6 +12,7 @@ import tritongcn
 from tritongcn import GenerativeConvNet
 from tritongcn.config import LearnConfig
 from tritongcn.geometry import TEXTURE_LAYERS
+from tritongcn.profile import random_texture_net
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 
@@ -38,12 +39,8 @@ def machine_name(device: torch.device | str = "cpu") -> str:
 
 def bench_model(device: torch.device, layers=TEXTURE_LAYERS) -> GenerativeConvNet:
     """The texture net (or a net of `layers`) with random weights and biases of both signs, as after
-    learning, so the bits are mixed."""
-    model = GenerativeConvNet(3, layers, generator=torch.Generator().manual_seed(0)).to(device)
-    with torch.no_grad():
-        for conv in model.convs:
-            conv.bias.normal_(0.0, 1.0)
-    return model
+    learning, so the bits are mixed: `tritongcn profile`'s net, the same numbers."""
+    return random_texture_net(3, layers, device)
 
 
 def append_results(path, bench: str, records: list, device="cpu") -> None:

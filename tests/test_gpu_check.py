@@ -21,8 +21,8 @@ def test_gpu_check_smoke_runs_every_section(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "check.json").read_text())
-    assert {"correctness", "step", "profile", "sample", "blocks", "precision", "graphs"} <= set(report)
-    assert all(row["ok"] for row in report["correctness"])
+    assert {"step", "profile", "sample", "blocks", "precision", "graphs"} <= set(report)
+    assert "correctness" not in report  # the cuda test tier's
     assert not any("error" in report[name] for name in ("sample", "profile", "precision")
                    if isinstance(report[name], dict))
     assert report["step"][0]["chain_steps_per_s"]["autograd"] > 0

@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from tritongcn import GenerativeConvNet, LayerSpec
 from tritongcn.cli import main
-from tritongcn.profile import profile_steps
+from tritongcn.profile import profile_steps, random_texture_net
 
 
 def test_flop_and_byte_counts_match_a_hand_count():
@@ -26,6 +26,18 @@ def test_flop_and_byte_counts_match_a_hand_count():
     assert sites["langevin_update"]["bytes_per_step"] == 3 * 4 * x.numel()
     # Bits per chain: ceil(81 / 32) = 3 words for each of 4 maps, ceil(16 / 32) = 1 word for each of 2.
     assert report["bits_bytes_per_chain"] == 4 * (4 * 3 + 2 * 1)
+
+
+def test_random_texture_net_is_the_seeded_texture_net_with_biases_of_both_signs():
+    net, again = random_texture_net(), random_texture_net()
+    texture = GenerativeConvNet.texture(3, generator=torch.Generator().manual_seed(0))
+    assert net.config() == texture.config()
+    for conv, same, plain in zip(net.convs, again.convs, texture.convs):
+        assert torch.equal(conv.weight, plain.weight) and torch.equal(conv.bias, same.bias)
+        # Each layer's biases are the first draws of seed 1: the figures of every run are comparable.
+        assert torch.equal(conv.bias, torch.randn(conv.bias.shape, generator=torch.Generator().manual_seed(1)))
+        assert (conv.bias > 0).any() and (conv.bias < 0).any()
+    assert random_texture_net(1, [LayerSpec(4, 3)], device="cpu").convs[0].weight.shape == (4, 1, 3, 3)
 
 
 def test_profile_command_prints_the_table_and_writes_a_trace(tmp_path):

@@ -14,8 +14,21 @@ from collections import OrderedDict
 import torch
 
 from .chains import bits_bytes_per_chain
+from .geometry import TEXTURE_LAYERS
 from .kernels import langevin_update
+from .model import GenerativeConvNet
 from .precision import compute_dtype
+
+
+def random_texture_net(in_channels: int = 3, layers=TEXTURE_LAYERS, device=None) -> GenerativeConvNet:
+    """The net `tritongcn profile` and the benchmarks time without a model: the texture net (or a net of
+    `layers`) with the release's random weights (seed 0) and biases of both signs drawn from N(0, 1), each
+    layer's the first numbers of seed 1, so the bits are mixed as after learning and every figure repeats."""
+    net = GenerativeConvNet(in_channels, layers, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for conv in net.convs:
+            conv.bias.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
+    return net if device is None else net.to(device)
 
 
 def _sync(device):
