@@ -61,7 +61,7 @@ def curves(state, model, training, starts, steps, chains, seed=1):
                 images = image_starts(config, mean, training, chains, size, seed)
             bank = ChainBank(model, len(images), images.shape[1:], step_size=config.step_size,
                              sigma=config.sigma, seed=seed, images=images,
-                             boundary="periodic" if config.periodic else "zero",
+                             boundary=config.chain_boundary(),
                              mean=state["mean"] if config.bounded else None)
         else:
             if start == "spectrum" and "start_kernel" not in state:

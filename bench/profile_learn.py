@@ -8,7 +8,7 @@ only when the layers learn at once) times, per iteration, medians over `--iterat
 - Langevin: the L steps of every chain (`ChainBank.advance`);
 - weight gradient: the scores of the data and the chains and their backward pass, in the precision the
   learner runs it (`Learner.step` does the same), and in float32 (how it ran before bfloat16 autocast);
-- update: `Learner.update`, the clip, the step scales, the optimiser step and the filter projection;
+- update: `WeightUpdate.step`, the clip, the step scales, the optimiser step and the filter projection;
 - the whole `Learner.step`, and what is left of it (restarts, metrics, Python).
 Prints a table and appends JSON lines to bench/results.jsonl.
 """
@@ -35,16 +35,16 @@ def profile(learner, repeats):
     c = learner.config
 
     def weight_gradient(bfloat16=c.precision == "bfloat16"):
-        learner.optimizer.zero_grad(set_to_none=True)
+        learner.update.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
-            f_obs = per_position_score(learner.model, learner.observed, learner.data_boundary)
-            f_syn = per_position_score(learner.model, learner.chains, learner.chain_boundary)
+            f_obs = learner.data.score()
+            f_syn = per_position_score(learner.model, learner.life.x, c.chain_boundary())
         (f_syn - f_obs).backward()
 
-    row = {"langevin_ms": _median_ms(lambda: learner.bank.advance(c.langevin_steps), repeats),
+    row = {"langevin_ms": _median_ms(lambda: learner.life.bank.advance(c.langevin_steps), repeats),
            "weight_gradient_ms": _median_ms(weight_gradient, repeats),
            "weight_gradient_float32_ms": _median_ms(lambda: weight_gradient(False), repeats),
-           "update_ms": _median_ms(learner.update, repeats),
+           "update_ms": _median_ms(learner.update.step, repeats),
            "iteration_ms": _median_ms(learner.step, repeats)}
     row["rest_ms"] = row["iteration_ms"] - row["langevin_ms"] - row["weight_gradient_ms"] - row["update_ms"]
     return row
@@ -64,12 +64,12 @@ def main():
     settings.update(learn_settings(args.set))
     config = LearnConfig(**settings)
     training = preprocess(load_image(args.texture), config.image_size).unsqueeze(0)
-    depths = range(1, config.layers + 1) if config.grow_layers else [config.layers]
+    depths = range(1, config.layers + 1) if config.grows() else [config.layers]
     print(f"{'recipe':<8}{'depth':>6}{'Langevin':>10}{'w. grad':>9}{'(fp32)':>8}{'update':>8}{'rest':>7}"
           f"{'iteration':>11}  ms")
     for depth in depths:
         learner = Learner.from_images(training, config)
-        learner.layer = learner.model.depth = depth
+        learner.schedule.layer = learner.model.depth = depth
         row = profile(learner, args.iterations)
         print(f"{args.recipe:<8}{depth:>6}{row['langevin_ms']:>10.0f}{row['weight_gradient_ms']:>9.0f}"
               f"{row['weight_gradient_float32_ms']:>8.0f}{row['update_ms']:>8.0f}{row['rest_ms']:>7.0f}"

@@ -77,7 +77,7 @@ def test_other_image_modes_are_learned_from(tmp_path, mode):
     else:
         assert "alpha" not in result.output
     channels = 1 if mode in ("LA", "I;16") else 3
-    with Image.open(out / "samples" / "0000.png") as im:
+    with Image.open(out / "samples" / "00000.png") as im:
         assert len(im.getbands()) == channels
 
 

@@ -27,7 +27,7 @@ def test_tiny_learn_writes_every_output(tmp_path, colour, mode):
 
     # Four new samples of the learned model at --sample-size, not the learning chains.
     samples = sorted((out / "samples").iterdir())
-    assert [p.name for p in samples] == ["0000.png", "0001.png", "0002.png", "0003.png"]
+    assert [p.name for p in samples] == [f"{i:05d}.png" for i in range(4)]
     with Image.open(samples[0]) as im:
         assert im.mode == mode and im.size == (36, 36)
     with Image.open(out / "chains.png") as im:  # the learning chains: 3 of 33 px, the receptive field
@@ -162,7 +162,7 @@ def test_periodic_sample_size_must_fit_the_stride(tmp_path):
     assert not out.exists()
     result = CliRunner().invoke(main, args + ["--zero-padding"])  # the release geometry takes any size
     assert result.exit_code == 0, result.output
-    with Image.open(out / "samples" / "0000.png") as im:
+    with Image.open(out / "samples" / "00000.png") as im:
         assert im.size == (40, 40)
 
 
@@ -172,7 +172,7 @@ def test_samples_default_to_the_training_images_size(tmp_path):
     args = [a for a in TINY if a not in ("--sample-size", "36")]
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *args])
     assert result.exit_code == 0, result.output
-    with Image.open(out / "samples" / "0000.png") as im:
+    with Image.open(out / "samples" / "00000.png") as im:
         assert im.size == (42, 42)  # --image-size 40 rounded up to the texture net's stride 3
 
 
@@ -295,7 +295,7 @@ def test_learn_and_sample_the_object_model_on_aligned_images(tmp_path):
     state = torch.load(out / "model.pt", weights_only=True)
     assert state["model_config"]["top"] == "fc" and state["model_config"]["image_size"] == 25
     assert state["config"]["model"] == "object" and state["chains"].shape == (2, 1, 25, 25)
-    with Image.open(out / "samples" / "0000.png") as im:
+    with Image.open(out / "samples" / "00000.png") as im:
         assert im.size == (25, 25)
 
     samples = tmp_path / "samples"
@@ -313,13 +313,12 @@ def test_learn_ends_with_its_finish_and_says_so(tmp_path):
     image = texture_file(tmp_path / "tex.png")
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["learn", str(image), "--out", str(out), *TINY, "--layers", "1",
-                                       "--finish", "4", "--finish-chains", "4", "--finish-average", "1"])
+                                       "--finish", "4"])
     assert result.exit_code == 0, result.output
-    assert ("then 4 updates on new chains (4 of 36 px), 30 steps each, the learned weights the mean over them"
-            in result.output)
+    assert "then 4 updates on new chains, 30 steps each" in result.output
     assert "finish 4/4" in result.output
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["finishing"] for r in records] == [False] * 2 + [True] * 4
     state = torch.load(out / "model.pt", weights_only=True)
-    # The run ends on the finish's own chains, at the samples' size.
-    assert state["config"]["finish_iterations"] == 4 and state["chains"].shape == (4, 3, 36, 36)
+    assert state["config"]["finish_iterations"] == 4 and state["chains"].shape == (3, 3, 21, 21)

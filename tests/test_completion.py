@@ -136,7 +136,7 @@ def test_a_learner_with_a_hole_learns_from_the_rest_only():
     config = LearnConfig(**{**TINY_CONFIG, "image_size": 72}, seed=1)
     learner = Learner.from_images(images, config, known=known)
     torch.testing.assert_close(learner.mean, images[0][:, known[0, 0]].mean(dim=1))
-    assert torch.equal(learner.observed[:, :, ~known[0, 0]], torch.zeros(1, 3, 36))
+    assert torch.equal(learner.data.images[:, :, ~known[0, 0]], torch.zeros(1, 3, 36))
     scribbled = torch.where(known, images, 255 * torch.rand_like(images))
     other = Learner.from_images(scribbled, config, known=known)
     for a, b in zip(learner.run(), other.run()):  # the hole's content changes nothing
@@ -284,8 +284,8 @@ def test_complete_with_a_model_keeps_the_known_pixels_bit_identical(tmp_path, mo
     before, after = _png(image), _png(out / "completed.png")
     assert np.array_equal(after[~unknown], before[~unknown]) and not np.array_equal(after, before)
     assert np.array_equal(_png(out / "mask.png") > 127, unknown)
-    assert np.array_equal(_png(out / "completions" / "000.png"), after)
-    assert not np.array_equal(_png(out / "completions" / "001.png"), after)
+    assert np.array_equal(_png(out / "completions" / "00000.png"), after)
+    assert not np.array_equal(_png(out / "completions" / "00001.png"), after)
     assert (out / "before_after.png").exists()
     info = json.loads((out / "complete.json").read_text())
     assert info["unknown_pixels"] == unknown.sum() and info["chains"] == 2

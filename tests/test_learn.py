@@ -8,7 +8,7 @@ from tritongcn import LearnConfig, Learner
 from tritongcn.config import RELEASE, recipe
 from tritongcn.chains import ChainBank, sampler_bank
 from tritongcn.distributed import World
-from tritongcn.learn import FINISH_STREAM, ReversalDamping, shading_plane
+from tritongcn.learn import ReversalDamping, shading_plane
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 
 def test_learning_is_deterministic_per_seed():
@@ -19,7 +19,7 @@ def test_learning_is_deterministic_per_seed():
 
     (a, la), (b, lb), (c, _) = run(0), run(0), run(1)
     assert [r["gap"] for r in a] == [r["gap"] for r in b]
-    assert torch.equal(la.chains, lb.chains)
+    assert torch.equal(la.life.x, lb.life.x)
     assert torch.equal(la.model.convs[0].weight, lb.model.convs[0].weight)
     assert [r["gap"] for r in a] != [r["gap"] for r in c]
 
@@ -45,7 +45,7 @@ def test_layers_grow_one_at_a_time_by_default_and_the_weights_move():
     assert not torch.equal(learner.model.convs[1].weight, initial[1])
     assert torch.equal(learner.model.convs[2].weight, initial[2])  # never switched on
     assert all(math.isfinite(r["gap"]) and r["grad_norm"] > 0 for r in records)
-    assert learner.langevin_steps_done == 6 * TINY["langevin_steps"]
+    assert learner.life.steps_done == 6 * TINY["langevin_steps"]
 
 
 def test_a_net_of_the_callers_own_is_learned_as_given():
@@ -86,17 +86,17 @@ def test_the_images_slope_is_learned_only_when_asked(flatten):
     images = _lit_stripes()
     learner = Learner.from_images(images, LearnConfig(**TINY, shading="flatten" if flatten else "keep"))
     torch.testing.assert_close(learner.mean, images.mean(dim=(0, 2, 3)))  # the colour samples get back
-    slope = shading_plane(learner.observed.cpu()).abs().amax()
+    slope = shading_plane(learner.data.images.cpu()).abs().amax()
     assert slope < 1e-3 if flatten else slope > 20
     if flatten:  # the texture itself is left as it was
-        torch.testing.assert_close(learner.observed.cpu(), stripes() - shading_plane(stripes()), atol=1e-3, rtol=0)
+        torch.testing.assert_close(learner.data.images.cpu(), stripes() - shading_plane(stripes()), atol=1e-3, rtol=0)
 
 
 def test_flattening_takes_each_images_own_level_and_slope_out():
     lit = _lit_stripes()
     images = torch.cat([lit, 0.5 * lit + 10])  # a second, darker photo of the same texture
     learner = Learner.from_images(images, LearnConfig(**TINY, shading="flatten"))
-    assert shading_plane(learner.observed.cpu()).abs().amax() < 1e-3  # each image's plane, its own mean too
+    assert shading_plane(learner.data.images.cpu()).abs().amax() < 1e-3  # each image's plane, its own mean too
     torch.testing.assert_close(learner.mean, images.mean(dim=(0, 2, 3)))  # the colour added back to samples
 
 
@@ -110,7 +110,7 @@ def test_auto_flattens_the_texture_photos_that_are_more_light_than_texture(light
     learner = Learner.from_images(images, LearnConfig(**TINY, model=model))
     assert learner.config.shading == expected  # what was done is what the model file records
     # The slope's share of the variance about the mean colour: 30 grey levels across stripes of 60, 150.
-    assert (learner.shading_share > 0.5) == (light == 150)
+    assert (learner.data.shading_share > 0.5) == (light == 150)
 
 
 def test_model_files_from_before_the_setting_keep_their_shading():
@@ -133,13 +133,13 @@ def test_the_first_iteration_raises_the_observed_score_against_the_synthesized()
     learner = Learner(stripes(), config)
     gap_before = next(learner.run())["gap"]
     from tritongcn.learn import per_position_score
-    obs = per_position_score(learner.model, learner.observed, learner.data_boundary)
-    syn = per_position_score(learner.model, learner.chains, learner.chain_boundary)
+    obs = per_position_score(learner.model, learner.data.images, learner.config.data_boundary())
+    syn = per_position_score(learner.model, learner.life.x, learner.config.chain_boundary())
     assert (obs - syn).item() > gap_before
 
 
 @pytest.mark.parametrize("field,value", [("chains", 0), ("step_size", -1.0), ("sigma", float("nan")),
-                                         ("lr", float("inf")), ("optimizer", "lbfgs"), ("precision", "half")])
+                                         ("lr", float("inf")), ("start", "everywhere"), ("precision", "half")])
 def test_bad_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         Learner(stripes(), LearnConfig(**{**TINY, field: value}))
@@ -162,7 +162,7 @@ def test_non_finite_data_are_refused():
 def test_learning_rate_decays_by_cosine_after_its_start():
     config = LearnConfig(**dict(TINY, iterations=6), lr=0.01, lr_final=0.1, lr_decay_start=0.6, grow_layers=False)
     learner = Learner(stripes(), config)
-    rates = [learner.optimizer.param_groups[0]["lr"] for _ in learner.run()]
+    rates = [learner.update.optimizer.param_groups[0]["lr"] for _ in learner.run()]
     # Progress 0, 0.2, ..., 1: constant up to 0.6, then a cosine from 0.6 to 1 (halfway at 0.8).
     assert rates[:4] == pytest.approx([0.01] * 4)
     assert rates[4] == pytest.approx(0.0055) and rates[5] == pytest.approx(0.001)
@@ -175,7 +175,7 @@ def test_learning_rate_decays_by_cosine_within_each_grown_layer():
     learner = Learner(stripes(), config)
     rates = []
     for _ in learner.run():
-        rates.append([group["lr"] for group in learner.optimizer.param_groups])
+        rates.append([group["lr"] for group in learner.update.optimizer.param_groups])
     weights = [r[0] for r in rates]
     assert weights[0] == pytest.approx(0.01) and weights[4] == pytest.approx(0.001)
     assert weights[2] == pytest.approx(0.0055)  # halfway down the cosine
@@ -188,9 +188,9 @@ def test_learning_rate_decays_by_cosine_within_each_grown_layer():
 def test_the_learner_records_the_precision_it_runs_in():
     from tritongcn.precision import resolve_precision
     learner = Learner(stripes(), LearnConfig(**TINY))  # precision "auto"
-    assert learner.config.precision == resolve_precision("auto", "cpu") == learner.bank.precision
+    assert learner.config.precision == resolve_precision("auto", "cpu") == learner.life.bank.precision
     assert learner.state_dict()["config"]["precision"] in ("float32", "bfloat16")
-    assert Learner(stripes(), LearnConfig(**TINY, precision="float32")).bank.precision == "float32"
+    assert Learner(stripes(), LearnConfig(**TINY, precision="float32")).life.bank.precision == "float32"
 
 
 def test_contrastive_divergence_restarts_from_the_data_and_lowers_the_reconstruction_error():
@@ -198,16 +198,16 @@ def test_contrastive_divergence_restarts_from_the_data_and_lowers_the_reconstruc
     config = LearnConfig(**{**TINY, **recipe(cd_steps=1), "iterations": 25, "layers": 2}, cd_steps=1,
                          periodic=False)
     learner = Learner(observed, config)
-    assert learner.model.depth == 2 and learner.total_iterations == 25  # all layers at once
-    assert len(learner.bank) == 3  # one chain per training image
+    assert learner.model.depth == 2 and learner.config.total_iterations() == 25  # all layers at once
+    assert len(learner.life) == 3  # one chain per training image
     records = list(learner.run())
     assert len(records) == 25 and all(r["layer"] == 2 for r in records)
     # The untrained net reconstructs almost nothing (B is tiny); CD learns to auto-encode the data.
     assert records[0]["reconstruction_error"] > 0.95
     assert records[-1]["reconstruction_error"] < 0.8
     # The chains took one step from the data at every iteration, with fresh noise each time.
-    assert learner.langevin_steps_done == 25
-    moved = (learner.chains - learner.observed).flatten(1).norm(dim=1) / learner.observed.flatten(1).norm(dim=1)
+    assert learner.life.steps_done == 25
+    moved = (learner.life.x - learner.data.images).flatten(1).norm(dim=1) / learner.data.images.flatten(1).norm(dim=1)
     assert (moved < 0.1).all()
     with pytest.raises(ValueError, match="cd_steps"):
         Learner(observed, LearnConfig(**TINY, cd_steps=-1))
@@ -220,8 +220,8 @@ def test_the_object_model_grows_its_layers_and_top_filters_on_aligned_images():
     observed = (blob + 10 * torch.randn(6, 1, 25, 25, generator=g)).clamp(0, 255)
     config = LearnConfig(**{**TINY, **recipe("object"), "chains": 2, "iterations": 3, "layers": 3}, model="object")
     learner = Learner.from_images(observed, config)
-    assert learner.model.top == "fc" and learner.chains.shape == (2, 1, 25, 25)  # chains the images' size
-    assert learner.chain_boundary == learner.data_boundary == "zero"
+    assert learner.model.top == "fc" and learner.life.x.shape == (2, 1, 25, 25)  # chains the images' size
+    assert learner.config.chain_boundary() == learner.config.data_boundary() == "zero"
     fc_before = [w.detach().clone() for w in learner.model.fc_weights]
     records = list(learner.run())
     assert [r["layer"] for r in records] == [1] * 3 + [2] * 3 + [3] * 3
@@ -249,7 +249,7 @@ def test_default_learning_chains_are_half_the_image_and_at_least_the_receptive_f
     config = LearnConfig(image_size=image_size, chains=2, layers=layers)
     g = torch.Generator().manual_seed(0)
     learner = Learner(torch.randn(1, 1, image_size, image_size, generator=g) * 30, config)
-    assert learner.config.chain_size == expected and learner.chains.shape == (2, 1, expected, expected)
+    assert learner.config.chain_size == expected and learner.life.x.shape == (2, 1, expected, expected)
 
 
 def test_a_layer_gone_silent_on_the_data_is_grown_again_with_half_the_step():
@@ -257,12 +257,12 @@ def test_a_layer_gone_silent_on_the_data_is_grown_again_with_half_the_step():
     runs = learner.run()
     next(runs)
     next(runs)
-    start = [p.clone() for p in learner.layer_start]
+    start = [p.clone() for p in learner.silent.layer_start]
     with torch.no_grad():  # what a too large step does: every unit of layer 1 off on the data
         learner.model.convs[0].bias.fill_(-1e6)
     record = next(runs)
     assert record["regrown"] == 1 and record["grad_norm"] == 0.0 and record["active_obs"] == [0.0]
-    assert learner.step_scale[:2] == [0.5, 1.0] and record["iteration"] == 3
+    assert learner.update.layer_scale[:2] == [0.5, 1.0] and record["iteration"] == 3
     for p, before in zip(learner.model.active_parameters(), start):
         assert torch.equal(p, before)
     record = next(runs)  # learning goes on from there
@@ -270,7 +270,7 @@ def test_a_layer_gone_silent_on_the_data_is_grown_again_with_half_the_step():
 
 
 def test_a_layer_that_keeps_going_silent_stops_learning_with_a_reason():
-    from tritongcn.learn import MAX_REGROWTHS, LearningFailed
+    from tritongcn.learn.guards import MAX_REGROWTHS, LearningFailed
 
     learner = Learner(stripes(), LearnConfig(**{**TINY, "iterations": 20}, grow_layers=True))
     runs = learner.run()
@@ -312,28 +312,28 @@ def test_a_runaway_goes_back_to_kept_weights_with_new_chains_and_ends_the_layer(
     runs = learner.run()
     for _ in range(35):
         next(runs)
-    kept_at, kept = learner.guard.snapshots[0]
-    assert kept_at == 10 and len(learner.guard.snapshots) == RunawayGuard.KEPT  # at 10, 20 and 30
-    steps_before = learner.bank.steps.clone()
-    learner.guard.ran_away = lambda f_obs: 5.0  # as if the data's score had climbed
-    learner.guard.recent = [1.0] * 21
+    kept_at, kept = learner.runaway.snapshots[0]
+    assert kept_at == 10 and len(learner.runaway.snapshots) == RunawayGuard.KEPT  # at 10, 20 and 30
+    steps_before = learner.life.bank.steps.clone()
+    learner.runaway.ran_away = lambda f_obs: 5.0  # as if the data's score had climbed
+    learner.runaway.recent = [1.0] * 21
     record = next(runs)
     assert record["runaway"] == 1 and record["from_iteration"] == 10 and record["grad_norm"] == 0.0
     assert record["iteration"] == 60 and record["skipped"] == 24  # layer 1 ends here
     for p, before in zip(learner.model.active_parameters(), kept):
         assert torch.equal(p, before)
-    assert (learner.bank.steps > steps_before).all()  # every chain advanced from a new start
-    assert learner.step_scale == [1.0] * len(learner.step_scale)
-    del learner.guard.ran_away  # the class's own judgement again
+    assert (learner.life.bank.steps > steps_before).all()  # every chain advanced from a new start
+    assert learner.update.layer_scale == [1.0] * len(learner.update.layer_scale)
+    del learner.runaway.ran_away  # the class's own judgement again
     record = next(runs)
     assert record["layer"] == 2 and record["iteration"] == 1 and "runaway" not in record
     for _ in range(40):  # into layer 2, which runs away too: the last layer, so the finish follows
         next(runs)
-    learner.guard.ran_away = lambda f_obs: 5.0
-    learner.guard.recent = [1.0] * 21
+    learner.runaway.ran_away = lambda f_obs: 5.0
+    learner.runaway.recent = [1.0] * 21
     record = next(runs)
-    assert record["runaway"] == 2 and record["iteration"] == 60 and learner.finishing
-    learner.guard.recent = [1.0] * 21
+    assert record["runaway"] == 2 and record["iteration"] == 60 and learner.schedule.finishing
+    learner.runaway.recent = [1.0] * 21
     record = next(runs)  # and a runaway in the finish ends the run
     assert record["runaway"] == 2 and record["iteration"] == 100 and record["skipped"] == 39
     assert next(runs, None) is None
@@ -380,7 +380,7 @@ def test_chains_restart_on_a_staggered_schedule():
     restarted = []
     runs = learner.run()
     for _ in range(12):
-        restarted.append(learner._chains_to_restart())
+        restarted.append(learner.life.due(learner.schedule))
         next(runs)
     # Chain 0 never restarts; chains 1..4 have phases 0..3, so chain g restarts first at iteration 5 - g,
     # then every 4 iterations.
@@ -399,11 +399,11 @@ def test_a_learner_resumed_from_its_state_ends_where_an_uninterrupted_one_does()
     for _ in range(13):  # into the second layer, whose steps reversals have shrunk by then
         next(runs)
     # The saved state must include steps that reversals have shrunk, or it would not be tested.
-    assert min(first.damping.scale.values()) < 1
+    assert min(first.update.damping.scale.values()) < 1
     resumed = Learner(stripes(), config)
     resumed.load_state_dict(first.state_dict())
     list(resumed.run())
-    assert torch.equal(resumed.chains, straight.chains)
+    assert torch.equal(resumed.life.x, straight.life.x)
     for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
         assert torch.equal(a, b)
 
@@ -431,9 +431,7 @@ def test_a_tensor_whose_gradient_reverses_has_its_step_halved_and_regrown_while_
 
 
 def test_steps_are_damped_on_reversal_by_default_and_not_in_the_release_recipe_or_old_files():
-    assert Learner.damps(LearnConfig())
-    assert not Learner.damps(LearnConfig(**RELEASE))
-    assert not Learner.damps(LearnConfig(optimizer="adam"))  # Adam scales its own steps
+    assert LearnConfig().damp_reversals and not LearnConfig(**RELEASE).damp_reversals
     saved_before_it_existed = {k: v for k, v in LearnConfig().to_dict().items() if k != "damp_reversals"}
     assert not LearnConfig.from_dict(saved_before_it_existed).damp_reversals
 
@@ -464,67 +462,24 @@ def test_new_chains_of_a_learned_model_score_clearly_better_than_random_phase_no
     assert figures["samples"]["ps_z"] < 0.7 * figures["random_phase"]["ps_z"], figures
 
 
-def test_the_finish_learns_on_new_chains_drawn_as_sample_draws_them():
-    # 3 iterations of one layer on 2 chains of the learning size, then 4 finish updates of 5 Langevin
-    # steps each on the finish's own 4 chains of the samples' size (36 px): each starts again from the
-    # sampler's start every sample_steps = 10 steps (2 updates), staggered, at the final rate.
-    config = LearnConfig(**{**TINY, "layers": 1, "chains": 2, "finish_iterations": 4}, finish_chains=4,
-                         finish_langevin_steps=5, sample_steps=10, lr_final=0.1, lifetime=0, persistent_chains=2)
-    learner = Learner(stripes(), config)
-    assert learner.total_iterations == 7 and len(learner.iteration_costs()) == 7
-    learning, started = learner.bank, []
-    start_finish_chains = learner._start_finish_chains
-    learner._start_finish_chains = lambda: (start_finish_chains(), started.append(learner.bank.x.clone()))
-    runs = learner.run()
-    for _ in range(3):
-        next(runs)
-    assert learner.finishing and learner.bank is learning and learning.x.shape[-1] == learner.config.chain_size == 21
-    restarted, steps, rates = [], [], []
-    for _ in range(4):
-        restarted.append(sorted(learner._chains_to_restart()))  # (of the learning chains before the first)
-        before = learner.langevin_steps_done if learner.on_finish_chains else 0
-        next(runs)
-        steps.append(learner.langevin_steps_done - before)
-        rates.append(learner.optimizer.param_groups[0]["lr"] / config.lr)
-    with pytest.raises(StopIteration):
-        next(runs)
-    assert learner.bank.x.shape == (4, 3, 36, 36) and learner.bank.total_chains == 4 and len(started) == 1
-    assert steps == [5] * 4 and rates == [pytest.approx(0.1)] * 4
-    # Chains 0, 1 (phase 0) and 2, 3 (phase 1) take turns; at the first update 2 and 3 were just born.
-    assert restarted[1:] == [[0, 1], [2, 3], [0, 1]]
-    # They started as `sample` starts its chains, from a stream of their own, not `sample`'s with the seed.
-    drawn = sampler_bank(learner.model, learner.config, learner.start_kernel, 4, seed=config.seed ^ FINISH_STREAM,
-                         mean=learner.mean)
-    same_seed = sampler_bank(learner.model, learner.config, learner.start_kernel, 4, seed=config.seed,
-                             mean=learner.mean)
-    assert torch.equal(started[0], drawn.x) and not torch.equal(started[0], same_seed.x)
-
-
-def test_a_finish_without_chains_of_its_own_restarts_the_learning_chains():
-    # finish_chains=0 (the object model, and files from before the finish had chains of its own): the
-    # learning chains restart from the sampler's start every sample_steps = 10 steps (2 updates), staggered.
-    config = LearnConfig(**{**TINY, "layers": 1, "chains": 4, "finish_iterations": 4}, finish_chains=0,
+def test_the_finish_restarts_the_learning_chains_as_new_samples():
+    # The learning chains restart from the sampler's start every sample_steps = 10 steps (2 updates),
+    # staggered, at the final rate.
+    config = LearnConfig(**{**TINY, "layers": 1, "chains": 4, "finish_iterations": 4},
                          finish_langevin_steps=5, sample_steps=10, lr_final=0.1, lifetime=0, persistent_chains=4)
     learner = Learner(stripes(), config)
-    restarted, steps = [], []
+    restarted, steps, rates = [], [], []
     runs = learner.run()
     for _ in range(7):
-        restarted.append(sorted(learner._chains_to_restart()))
-        before = learner.langevin_steps_done
+        restarted.append(sorted(learner.life.due(learner.schedule)))
+        before = learner.life.steps_done
         next(runs)
-        steps.append(learner.langevin_steps_done - before)
-    assert steps == [2, 2, 2, 5, 5, 5, 5] and not learner.on_finish_chains
+        steps.append(learner.life.steps_done - before)
+        rates.append(learner.update.optimizer.param_groups[0]["lr"] / config.lr)
+    assert steps == [2, 2, 2, 5, 5, 5, 5]
     # Persistent chains before the finish; in it, chains 0, 1 (phase 0) and 2, 3 (phase 1) take turns.
     assert restarted[:3] == [[], [], []] and restarted[3:] == [[2, 3], [0, 1], [2, 3], [0, 1]]
-    assert Learner.finish_chains(LearnConfig(model="object")) == 0
-    saved_before_it_existed = {k: v for k, v in LearnConfig().to_dict().items() if k != "finish_chains"}
-    assert LearnConfig.from_dict(saved_before_it_existed).finish_chains == 0
-
-
-def test_the_finishs_chains_must_split_between_the_processes():
-    config = LearnConfig(**{**TINY, "finish_iterations": 2}, finish_chains=1)
-    with pytest.raises(ValueError, match="finish's 1 chains cannot be split between 2 processes"):
-        Learner(stripes(), config, world=World(rank=1, size=2))
+    assert rates[3:] == [pytest.approx(0.1)] * 4
 
 
 def test_tempered_learning_chains_and_a_finish_at_the_models_temperature(monkeypatch):
@@ -540,51 +495,25 @@ def test_tempered_learning_chains_and_a_finish_at_the_models_temperature(monkeyp
 
 
 def test_contrastive_divergence_and_the_release_have_no_finish():
-    assert Learner.finish_iterations(LearnConfig(**RELEASE)) == 0
-    assert Learner.finish_iterations(LearnConfig(cd_steps=1)) == 0
+    assert LearnConfig(**RELEASE).finish_updates() == 0
+    assert LearnConfig(cd_steps=1).finish_updates() == 0
     saved_before_it_existed = {k: v for k, v in LearnConfig().to_dict().items() if k != "finish_iterations"}
     assert LearnConfig.from_dict(saved_before_it_existed).finish_iterations == 0
 
 
 def test_a_learner_resumed_in_its_finish_ends_where_an_uninterrupted_one_does():
-    config = LearnConfig(**{**TINY, "layers": 1, "chains": 3, "finish_iterations": 4}, finish_chains=2,
+    config = LearnConfig(**{**TINY, "layers": 1, "chains": 3, "finish_iterations": 4},
                          finish_langevin_steps=3, sample_steps=6, precision="float32")
     straight = Learner(stripes(), config)
     list(straight.run())
-    for done in (3, 5):  # at the finish's start, on the learning chains; after 2 of its updates, on its own
+    for done in (3, 5):  # at the finish's start; after 2 of its updates
         first = Learner(stripes(), config)
         runs = first.run()
         for _ in range(done):
             next(runs)
         resumed = Learner(stripes(), config)
         resumed.load_state_dict(first.state_dict())
-        assert resumed.finishing and len(list(resumed.run())) == 7 - done
-        assert torch.equal(resumed.chains, straight.chains)
+        assert resumed.schedule.finishing and len(list(resumed.run())) == 7 - done
+        assert torch.equal(resumed.life.x, straight.life.x)
         for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
             assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("share, averaged", [(0.5, 2), (1.0, 4), (0.0, 0)])
-def test_the_learned_weights_are_the_mean_over_the_finishs_last_updates(share, averaged):
-    # 3 iterations of one layer, then 4 finish updates: the model ends with the mean of the weights after
-    # the last `averaged` of them, and with the last update's own weights when nothing is averaged.
-    config = LearnConfig(**{**TINY, "layers": 1, "finish_iterations": 4}, finish_average=share)
-    learner = Learner(stripes(), config)
-    after = []
-    for _ in learner.run():
-        after.append([p.detach().clone() for p in learner.model.active_parameters()])
-    assert len(after) == 7 and Learner.averaged_updates(config) == averaged
-    expected = after[-1] if not averaged else [torch.stack(ws).mean(dim=0) for ws in zip(*after[-averaged:])]
-    for p, e in zip(learner.model.active_parameters(), expected):
-        torch.testing.assert_close(p.detach(), e, rtol=1e-6, atol=1e-7)
-    if averaged:  # the mean differs from the last weights, so the check above can fail
-        assert not all(torch.equal(p, last) for p, last in zip(learner.model.active_parameters(), after[-1]))
-    assert learner.weight_mean is None
-
-
-def test_finish_average_must_be_a_share():
-    for bad in (-0.1, 1.5, float("nan")):
-        with pytest.raises(ValueError, match="finish_average"):
-            LearnConfig(finish_average=bad).check()
-    assert LearnConfig.from_dict({k: v for k, v in LearnConfig().to_dict().items()
-                                  if k != "finish_average"}).finish_average == 0.0  # files from before it

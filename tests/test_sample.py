@@ -105,15 +105,20 @@ def test_samples_start_where_the_models_learning_chains_started(model_path, tmp_
     result = run_sample(model_path, out, "--chains", "2")
     assert result.exit_code == 0 and "from spectrum" in result.output
     assert json.loads((out / "stats.json").read_text())["steps"] == 3  # the model's own default
-    # A model file without the training image's spectrum (tritongcn before 0.2.0) samples from the
-    # mean image by default and refuses the spectrum start with a reason.
-    del state["start_kernel"], state["config"]["start"]
+    # A model file without the training image's spectrum (tritongcn before 0.2.0) samples from where its
+    # learning chains started (the mean image, before the setting existed), from white noise with a note
+    # where its config says the spectrum, and refuses the spectrum start asked for by name.
+    del state["start_kernel"]
     old = tmp_path / "old.pt"
+    torch.save(state, old)
+    result = run_sample(old, tmp_path / "n", "--chains", "2", "--steps", "1")
+    assert result.exit_code == 0 and "from noise" in result.output and "no spectrum" in result.output
+    result = run_sample(old, tmp_path / "o2", "--chains", "2", "--init", "spectrum")
+    assert result.exit_code == 2 and "no spectrum" in result.output and "--init" in result.output
+    del state["config"]["start"]
     torch.save(state, old)
     result = run_sample(old, tmp_path / "o", "--chains", "2", "--steps", "1")
     assert result.exit_code == 0 and "from zero" in result.output
-    result = run_sample(old, tmp_path / "o2", "--chains", "2", "--init", "spectrum")
-    assert result.exit_code == 1 and "no spectrum" in result.output
 
 
 def test_sample_keeps_out_of_a_learn_folder_and_does_not_mix_with_earlier_samples(model_path, tmp_path):

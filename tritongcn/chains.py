@@ -257,7 +257,7 @@ def sampler_bank(model: GenerativeConvNet, config: LearnConfig, start_kernel: to
     with its Langevin step, at its samples' size, on the torus when it learned there, inside the image
     range around its `mean` colour when it learned so (`config.bounded`). Each setting can be overridden;
     `kwargs` go to ChainBank (budget, backend, device, shard, precision)."""
-    periodic = config.periodic if periodic is None else periodic
+    periodic = config.on_torus() if periodic is None else periodic
     size = size or config.sample_size
     return ChainBank(model, chains, (model.in_channels, size, size), boundary="periodic" if periodic else "zero",
                      step_size=step_size or config.step_size, sigma=model.sigma, seed=seed,

@@ -136,15 +136,6 @@ def _preset_help(name: str, text: str) -> str:
 @click.option("--finish", "finish_iterations", type=click.IntRange(0, 10**6), default=None,
               help=_preset_help("finish_iterations", "Updates at the end in which every chain is a new sample, "
                                                      "drawn as `sample` draws them (0: none)."))
-@click.option("--finish-chains", type=click.IntRange(0, 1 << 20), default=DEFAULTS["finish_chains"],
-              show_default=True,
-              help="New chains of the samples' size that the finish learns on in place of the learning chains "
-                   "(0: the learning chains restart as new samples). 4 helped water's samples and hurt rose's "
-                   "(bench/TUNING.md), and take the finish twice as long.")
-@click.option("--finish-average", type=click.FloatRange(0, 1), default=DEFAULTS["finish_average"], show_default=True,
-              help="Share of the finish's last updates whose weights are averaged into the learned model "
-                   "(0: the last update's weights). 0.5 narrowed the spread between seeds' new samples and "
-                   "moved their mean by -0.02 in ps_z; 1 hurt brick's and bark's (bench/TUNING.md).")
 @click.option("--layers", type=click.IntRange(1, 4), default=DEFAULTS["layers"], show_default=True,
               help="Layers of the net: the paper's 3, or 4 for texture nets, whose fourth layer (30 filters of "
                    "5x5) widens what the net sees from 33 to 45 px.")
@@ -171,8 +162,7 @@ def _preset_help(name: str, text: str) -> str:
 @hole_option
 @overwrite_option
 def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_size, chains, langevin_steps,
-          step_size, sigma, temperature, shading, iterations, start, sample_steps, finish_iterations, finish_chains,
-          finish_average, layers, lr, seed, periodic, device,
+          step_size, sigma, temperature, shading, iterations, start, sample_steps, finish_iterations, layers, lr, seed, periodic, device,
           precision, cd_steps, checkpoint_every, resume, mask, hole, overwrite):
     """Learn a model from IMAGE (or every PNG/JPEG in a folder IMAGE), then draw new samples from it as
     `tritongcn sample` does, and write them, a grid, metrics, the first layer's filters and the model
@@ -190,8 +180,7 @@ def learn(image, out_dir, model_kind, quality, image_size, sample_size, chain_si
                     chains=chains, langevin_steps=langevin_steps, step_size=step_size, sigma=sigma,
                     temperature=temperature, shading=shading,
                     iterations=iterations, start=start, sample_steps=sample_steps,
-                    finish_iterations=finish_iterations, finish_chains=finish_chains,
-                    finish_average=finish_average, layers=layers, lr=lr,
+                    finish_iterations=finish_iterations, layers=layers, lr=lr,
                     seed=seed, periodic=periodic, precision=precision, cd_steps=cd_steps)
     with _run_errors():
         run_learn(LearnRun(image, out_dir, settings, quality=quality, device=device,
@@ -212,7 +201,9 @@ def _run_errors():
         if err.option:
             raise click.BadParameter(str(err), param_hint=err.option) from None
         raise click.ClickException(str(err)) from None
-    except Stopped:
+    except Stopped as stopped:
+        if stopped.is_main:
+            click.echo(f"\n{stopped}", err=True)
         raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
 
 

@@ -1,13 +1,25 @@
-"""Learning settings. Kept free of torch so that the command line can read defaults instantly."""
+"""Learning settings, and the one place that answers a recipe's yes/no questions (does it grow its layers,
+does it finish, where do its chains live). Kept free of torch so that the command line reads it instantly.
+
+Each setting's `help` (its field metadata) is what `tritongcn learn --help` shows for it; the numbers
+behind the defaults are in bench/TUNING.md."""
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
+from .geometry import DEEPER_TEXTURE_LAYERS, OBJECT_LAYERS, receptive_field, size_problem, total_stride
 from .precision import PRECISION_CHOICES
 
 STARTS = ("zero", "noise", "spectrum")  # where chains start: tritongcn.starts (kept here for the CLI)
-OPTIMIZERS = ("sgd", "adam")  # tritongcn.learn.Learner._make_optimizer
-SHADINGS = ("auto", "flatten", "keep")  # LearnConfig.shading, resolved by tritongcn.learn.Learner
+SHADINGS = ("auto", "flatten", "keep")  # LearnConfig.shading, resolved by tritongcn.learn.data
+MODELS = ("texture", "object")
+
+
+def setting(default, help: str = "", option: str | None = None, low=None, high=None, choices=None):
+    """A LearnConfig field with what the command line needs to offer it: its help, its option name when it
+    is not the field's (`--finish` for finish_iterations), and its range or choices. No help: not an option."""
+    metadata = {"help": help, "option": option, "low": low, "high": high, "choices": choices}
+    return field(default=default, metadata=metadata)
 
 
 def stride_multiple(size: int, stride: int) -> int:
@@ -28,139 +40,193 @@ def learning_chain_size(image_size: int, stride: int, receptive_field: int) -> i
     return stride_multiple(max(-(-int(image_size) // 2), receptive_field), stride)
 
 
+# What `LearnConfig.check` asks of each setting.
+AT_LEAST_ONE = ("image_size", "chains", "langevin_steps", "iterations", "layers", "sample_steps",
+                "finish_langevin_steps")
+AT_LEAST_ZERO = ("sample_size", "chain_size", "lifetime", "persistent_chains", "finish_iterations", "cd_steps")
+POSITIVE = ("step_size", "sigma", "lr", "clip", "temperature")
+SHARES = {"lr_final": (0.0, 1.0, "high"), "lr_decay_start": (0.0, 1.0, "low")}  # (low, high, closed end)
+CHOICES = {"model": MODELS, "start": STARTS, "shading": SHADINGS, "precision": PRECISION_CHOICES}
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; `setting` names the LearnConfig field at fault."""
+
+    def __init__(self, message: str, setting: str):
+        super().__init__(message)
+        self.setting = setting
+
+    @property
+    def option(self) -> str:
+        """The `learn` option of the setting at fault."""
+        meta = {f.name: f.metadata for f in fields(LearnConfig)}.get(self.setting, {})
+        return (meta.get("option") or f"--{self.setting.replace('_', '-')}").split("/")[0]
+
+
+def net_layers(model: str, layers: int) -> tuple:
+    """The first `layers` LayerSpecs of the net a LearnConfig's `model` names ("texture": the paper's
+    three and our fourth; "object": the paper's three), refusing more than it has."""
+    net = OBJECT_LAYERS if model == "object" else DEEPER_TEXTURE_LAYERS
+    check_depth(len(net), layers, model)
+    return net[:layers]
+
+
+def check_depth(available: int, layers: int, what: str) -> None:
+    """Refuse to learn more layers than the net holds (the one rule, for the nets built and those given)."""
+    if layers > available:
+        raise ConfigError(f"the {what} net has at most {available} layers, asked for {layers}", "layers")
+
+
 @dataclass
 class LearnConfig:
-    """One learning run. The defaults are the texture recipe measured in bench/TUNING.md: the release's
-    layer-by-layer clipped SGD, each tensor's step halved when its update reverses, with short Langevin
-    runs of large steps between updates on half-size chains, half of which start again from the
-    sampler's start every `lifetime` iterations, so the model learns what its own new chains do, and half
-    of which never restart, so it also learns where long runs go (`RELEASE` holds the release's recipe)."""
+    """One learning run. The defaults are the texture recipe: layers grown one at a time by clipped SGD
+    whose steps halve when they reverse, a few large Langevin steps between updates on half-size chains
+    (half of them restarted from the sampler's start every `lifetime` iterations, half never), and a
+    finish on new chains drawn as `tritongcn sample` draws them (`RELEASE` is the paper's own recipe)."""
 
-    image_size: int = 224  # training image: shorter side resized to this, then a centred square crop
-    # Side of the fresh samples drawn at the end (and `tritongcn sample`'s default). 0: the training
-    # image's side rounded up to the net's total stride, so a sample holds as much texture as the data.
-    sample_size: int = 0
-    # Side of the learning chains. 0: `learning_chain_size`, half the training image's side (114 px for
-    # 224): a texture is a field of local statistics, and a torus of three 33 px receptive fields holds
-    # them at a quarter of the cost per step of a full-size chain.
-    chain_size: int = 0
-    chains: int = 8  # learning chains
-    langevin_steps: int = 3  # L, Langevin steps per weight update (release: 10)
-    # Langevin eps on the [0, 255] pixel scale (release: 0.3). Inside one ReLU piece the energy is a
-    # quadratic of curvature 1/sigma^2, so a step closes eps^2 / (2 sigma^2) of the way to the piece's
-    # mode: half of it at eps = 1, 4.5 % at 0.3; the update stays stable below eps = 2 sigma.
-    step_size: float = 1.0
-    # The learning chains' noise variance as a multiple of the model's (the finish and new samples stay at
-    # 1): above 1 they sample p^(1/T) and leave a ReLU piece's mode more easily (learn.Learner.step).
-    temperature: float = 1.0
-    sigma: float = 1.0  # reference Gaussian's standard deviation (release: 1)
-    iterations: int = 300  # weight updates per grown layer (all layers at once: in all)
-    layers: int = 3  # layers of the net (texture: up to 4, geometry.DEEPER_TEXTURE_LAYERS; object: 3)
-    # Layers switched on one at a time, `iterations` each, the lower ones refined with each new one (the
-    # release); False learns them all at once, which ran away with SGD and Adam alike (bench/TUNING.md).
+    model: str = setting("texture", "texture: f sums the top layer's responses, samples of any size; object: "
+                                    "the paper's object net with one top filter over the whole map, for a folder "
+                                    "of aligned images, learned by the paper's recipe.", choices=MODELS)
+    image_size: int = setting(224, "Training images: shorter side resized to this, then a centred square crop "
+                                   "[the images' smallest side for objects].", low=8, high=4096)
+    # 0: the training image's side rounded up to the net's total stride (`image_sample_size`).
+    sample_size: int = setting(0, "Side of the samples drawn at the end and by `sample` [--image-size rounded "
+                                  "up to the net's stride: 225 for 224].", low=8, high=4096)
+    # 0: half the training image's side (`learning_chain_size`): a texture is a field of local statistics,
+    # and three receptive fields of it cost a quarter of a full-size chain per step.
+    chain_size: int = setting(0, "Side of the learning chains [half --image-size, rounded up to the stride: "
+                                 "114 for 224].", low=8, high=4096)
+    chains: int = setting(8, "Learning chains.", low=1, high=1 << 20)
+    langevin_steps: int = setting(3, "Langevin steps between weight updates (L).", low=1, high=10000)
+    # Inside one ReLU piece a step closes eps^2 / (2 sigma^2) of the way to the piece's mode: half at 1.
+    step_size: float = setting(1.0, "Langevin step size eps, on the [0, 255] pixel scale.", low=0.0)
+    sigma: float = setting(1.0, "Standard deviation of the Gaussian reference distribution.", low=0.0)
+    temperature: float = setting(1.0, "The learning chains' noise variance as a multiple of the model's (new "
+                                      "samples keep 1); above 1 they leave a mode more easily.", low=0.0)
+    iterations: int = setting(300, "Weight updates per grown layer (in all with --cd).", low=1, high=10**7)
+    layers: int = setting(3, "Layers of the net: the paper's 3, or 4 for textures (a fourth layer widens "
+                             "what the net sees from 33 to 45 px).", low=1, high=4)
+    # False learns all layers at once, which ran away with the default recipe.
     grow_layers: bool = True
-    lr: float = 0.001  # learning rate; biases use twice this
-    lr_final: float = 0.1  # lr at the end, as a fraction of lr (cosine decay); 1: constant
-    lr_decay_start: float = 0.6  # share of the iterations (of each layer when growing) before the decay
-    # "sgd": the release's plain SGD, each gradient clipped; "adam": Adam with beta1 0.5. Adam's step is
-    # normalised per weight, so weights the data hardly pull on move as fast as the rest, driven by the
-    # chains' noise; learned all at once with it, 2 of 4 textures ran away (bench/TUNING.md).
-    optimizer: str = "sgd"
-    start: str = "spectrum"  # where chains start (tritongcn.starts): zero, noise, spectrum
-    # Iterations a learning chain lives before it starts again from `start`, staggered over the chains so
-    # their ages spread evenly: the model always sees chains as young and as old as fresh samples are.
-    # 0: persistent chains that never restart (the release).
+    lr: float = setting(0.001, "Learning rate (biases twice it).", low=0.0)
+    lr_final: float = 0.1  # the rate at the end, as a fraction of lr, reached by a cosine decay
+    lr_decay_start: float = 0.6  # share of each layer's iterations before the decay
+    start: str = setting("spectrum", "Where chains start: the mean image (zero), white noise, or random-phase "
+                                     "noise with the training image's spectrum.", choices=STARTS)
+    # A learning chain's life in iterations before it starts again from `start`, the chains' ages staggered
+    # so the model always sees chains as young and as old as new samples are. 0: never (the paper).
     lifetime: int = 60
-    # Chains that never restart: the model also sees where long runs go. With one of 8, fresh chains of a
-    # water model drifted to vertical stripes after 300 steps, a mode no short-lived chain reached.
-    persistent_chains: int = 4
-    sample_steps: int = 300  # Langevin steps of fresh samples (`tritongcn sample`'s default)
-    # The finish: after the last layer, this many updates at the final rate in which every chain is a
-    # new sample drawn as `tritongcn sample` draws them, restarted from `start` every `sample_steps`
-    # Langevin steps, taken `finish_langevin_steps` per update. Learning chains that follow the moving
-    # weights stay in states that new chains of the final model do not reach (brick: 0.9 against 1.7 in
-    # ps_z); the finish shows the model where its new chains go, and corrects it there (bench/TUNING.md).
-    finish_iterations: int = 40
+    persistent_chains: int = 4  # chains that never restart: the model also learns where long runs go
+    sample_steps: int = setting(300, "Langevin steps of the samples drawn at the end (and `sample`'s "
+                                     "default).", low=1, high=10**6)
+    # The finish: updates at the final rate in which every chain is a new sample, restarted every
+    # `sample_steps`, so the last thing the model learns is where its own new chains go.
+    finish_iterations: int = setting(40, "Updates at the end in which every chain is a new sample, drawn as "
+                                         "`sample` draws them (0: none).", option="--finish", low=0, high=10**6)
     finish_langevin_steps: int = 30
-    # The finish's own chains, new chains at the samples' size that replace the learning chains in it
-    # (texture model); 0: the learning chains restart as new samples at their own size. With 4 of 225 px
-    # water's new samples scored ps_z 1.10 and 1.08 (two seeds) against 1.11 and 1.31, but rose's 1.62 and
-    # 1.34 against 1.30 and 1.38, in smooth blobs larger than a learning chain; with 2, bark's 1.95
-    # against 0.91. Each run takes a minute longer (bench/TUNING.md).
-    finish_chains: int = 0
-    # The learned weights: the mean of the weights after each of the finish's last `finish_average` share
-    # of updates (Polyak averaging), not the last update's, which carry that update's noise. 0: the last
-    # update's weights. On the same runs, the mean over all 40 took the new samples' ps_z from 1.39 to 1.36
-    # on rose and from 1.30 to 1.18 on water (two seeds each) but from 0.90 to 1.01 on brick and from 0.95
-    # to 1.08 on bark, whose finish moves the model most: its first updates' weights are not yet corrected
-    # (bench/TUNING.md). The mean of the last half narrowed the spread between four seeds (bark 0.95 to
-    # 1.22 became 0.99 to 1.05) but moved the mean of 16 paired runs by only -0.02: off by default.
-    finish_average: float = 0.0
-    # Keep every chain inside the [0, 255] range of images after each Langevin step (the model restricted
-    # to images). Unbounded, a model whose weights grew can throw chains far outside it in one step of
-    # 1.0; the chains' statistics then leave the data's and the weights run away (water and rose did).
+    # Chains kept inside the [0, 255] range of images: an unbounded chain thrown far outside it by grown
+    # weights drags the weights after it.
     bounded: bool = True
-    periodic: bool = True  # chains on the torus and data by their interior (see GenerativeConvNet.boundary)
-    # "flatten": subtract each training image's least-squares plane (per channel, over its known pixels)
-    # with its mean. The light's slope across a photo is not texture, and no chain on the torus can hold a
-    # ramp, so a model that chases it pulls the data's score away from every chain (the bundled wood's 53
-    # grey levels across the image ran its learning away). The model learns the texture without the slope,
-    # and from several images, without their differences in brightness (each image's plane holds its
-    # mean). "keep": learn the images as they are. "auto": flatten texture images whose planes hold more
-    # of their variance than everything else does (learn.SHADING_SHARE): wood's 63 %, where water's 19 %
-    # and bark's, rose's and brick's 3 % or less keep their shading, which their new samples' ps_z
-    # measures (bench/TUNING.md). The learner records which it did.
-    shading: str = "auto"
-    zero_mean_filters: bool = True  # keep first-layer filters zero-mean (see Learner.project_filters)
-    weight_decay: float = 1e-4  # release: 1e-4
-    clip: float = 20.0  # SGD: rescale each parameter's gradient so its largest entry is at most this
-    # SGD: halve a tensor's step when its gradient reverses, regrow it when it does not (Rprop's rule,
-    # tritongcn.learn.ReversalDamping); without it the upper layers' weights bounce at every update.
-    damp_reversals: bool = True
-    seed: int = 0  # weights' initialisation and Langevin noise
-    # 0: maximum likelihood with persistent chains (Algorithm 1). k > 0: k-step contrastive divergence, the
-    # chains restart from the observed images at every iteration and all layers are learned at once.
-    cd_steps: int = 0
-    model: str = "texture"  # "texture": f sums the top responses; "object": one top filter over the whole map
+    periodic: bool = setting(True, "Synthesize on the torus (seamless tiles; data scored by their interior) or "
+                                   "with the paper's zero padding everywhere.", option="--periodic/--zero-padding")
+    # A photo's slope of light is not texture, and no chain on the torus can hold a ramp.
+    shading: str = setting("auto", "flatten: subtract each training image's plane of light before learning "
+                                   "(samples have no shading across them); keep: learn the images as they are; "
+                                   "auto: flatten photos whose plane holds over half their variance.",
+                           choices=SHADINGS)
+    zero_mean_filters: bool = True  # first-layer filters see structure, not brightness (see learn.update)
+    weight_decay: float = 1e-4
+    clip: float = 20.0  # each tensor's gradient rescaled so its largest entry is at most this
+    damp_reversals: bool = True  # halve a tensor's step when its gradient reverses (learn.update.ReversalDamping)
+    seed: int = setting(0, "Seed of the initial weights and the Langevin noise.", low=0, high=2**63 - 1)
+    # k > 0: k-step contrastive divergence, chains restarted from the data at every iteration.
+    cd_steps: int = setting(0, "k-step contrastive divergence: one chain per training image, restarted from it "
+                               "at every iteration for k Langevin steps, all layers learned at once, by the "
+                               "paper's recipe (0: maximum likelihood).", option="--cd", low=0, high=10000)
     device: str = "cpu"
     backend: str = "auto"  # kernel backend for the sampler (see tritongcn.kernels)
     precision: str = "auto"  # the sampler's convolutions, one of PRECISION_CHOICES (chains stay float32)
 
+    # The recipe's yes/no questions, answered here only.
+
+    def grows(self) -> bool:
+        """Whether the layers are switched on one at a time (contrastive divergence learns them at once)."""
+        return self.grow_layers and not self.cd_steps
+
+    def finish_updates(self) -> int:
+        """The finish's updates: contrastive divergence has no sampler from scratch, so none."""
+        return 0 if self.cd_steps else self.finish_iterations
+
+    def texture_chains(self) -> bool:
+        """Whether the chains are texture chains of their own size: not the object model's (the data's
+        size) nor contrastive divergence's (restarted from the data). Only they can flatten the shading."""
+        return self.model == "texture" and not self.cd_steps
+
+    def on_torus(self) -> bool:
+        """Whether chains live on the torus: the object model is aligned images, with zero padding."""
+        return self.periodic and self.model == "texture"
+
+    def data_boundary(self) -> str:
+        """How the training images are scored: by their interior when chains live on the torus, so both
+        sides see nothing but texture; else with zero padding."""
+        return "valid" if self.on_torus() else "zero"
+
+    def chain_boundary(self) -> str:
+        """What the learning chains see past their edge: contrastive divergence's are scored as the data."""
+        if self.cd_steps:
+            return self.data_boundary()
+        return "periodic" if self.on_torus() else "zero"
+
+    def total_iterations(self) -> int:
+        return self.iterations * (self.layers if self.grows() else 1) + self.finish_updates()
+
+    def finished(self, layer: int, iteration: int) -> bool:
+        """Whether a run at this layer and iteration (a saved state's) has nothing left to do."""
+        return layer >= self.layers and iteration >= self.iterations + self.finish_updates()
+
+    def with_sizes(self, side: int, layers) -> "LearnConfig":
+        """This config with its sizes resolved for training images of shorter side `side` and a net of these
+        `layers` (LayerSpecs): the object model's chains and samples are the images' size; a texture's 0
+        sizes take the rules above."""
+        if self.model == "object":
+            return replace(self, sample_size=side, chain_size=side)
+        stride, field_ = total_stride(layers), receptive_field(layers)
+        return replace(self, sample_size=self.sample_size or image_sample_size(side, stride),
+                       chain_size=self.chain_size or learning_chain_size(side, stride, field_))
+
+    def check_sizes(self, layers) -> None:
+        """Raise ConfigError naming a chain size (sample_size, chain_size) that a net of these `layers`
+        cannot score: every chain holds a whole window, and chains on the torus a whole number of strides."""
+        if not self.texture_chains():  # the object model's and CD's chains are the data's
+            return
+        for name in ("sample_size", "chain_size"):
+            size = getattr(self, name)
+            for boundary in ("valid", "periodic") if self.on_torus() else ("valid",):
+                problem = size_problem(size, size, layers, boundary)
+                if problem:
+                    hint = f" (try {stride_multiple(size, total_stride(layers))})" if boundary == "periodic" else ""
+                    raise ConfigError(problem + hint, name)
+
     def check(self) -> None:
-        """Raise ValueError naming the first setting that cannot work."""
-        positive_ints = ("image_size", "chains", "langevin_steps", "iterations", "layers", "sample_steps",
-                         "finish_langevin_steps")
-        for name in positive_ints:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("sample_size", "chain_size", "lifetime", "persistent_chains", "finish_iterations",
-                     "finish_chains"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: the default rule), got {getattr(self, name)}")
-        for name in ("step_size", "sigma", "lr", "clip", "temperature"):
+        """Raise ConfigError naming the first setting that cannot work."""
+        for name in AT_LEAST_ONE + AT_LEAST_ZERO:
+            least = 1 if name in AT_LEAST_ONE else 0
+            if int(getattr(self, name)) < least:
+                raise ConfigError(f"{name} must be at least {least}, got {getattr(self, name)}", name)
+        for name in POSITIVE:
             value = float(getattr(self, name))
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {value}")
-        if not (math.isfinite(self.lr_final) and 0 < self.lr_final <= 1):
-            raise ValueError(f"lr_final must be in (0, 1], got {self.lr_final}")
-        if not (math.isfinite(self.finish_average) and 0 <= self.finish_average <= 1):
-            raise ValueError(f"finish_average must be in [0, 1], got {self.finish_average}")
-        if not (math.isfinite(self.lr_decay_start) and 0 <= self.lr_decay_start < 1):
-            raise ValueError(f"lr_decay_start must be in [0, 1), got {self.lr_decay_start}")
-        if self.shading not in SHADINGS:
-            raise ValueError(f"shading must be one of {', '.join(SHADINGS)}, got {self.shading!r}")
-        if self.start not in STARTS:
-            raise ValueError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
-        if self.precision not in PRECISION_CHOICES:
-            raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
-        if self.model not in ("texture", "object"):
-            raise ValueError(f"model must be 'texture' or 'object', got {self.model!r}")
-        if int(self.cd_steps) < 0:
-            raise ValueError(f"cd_steps must be >= 0, got {self.cd_steps}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+                raise ConfigError(f"{name} must be a positive finite number, got {value}", name)
+        for name, (low, high, closed) in SHARES.items():
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and (low < value <= high if closed == "high" else low <= value < high)):
+                interval = f"({low:g}, {high:g}]" if closed == "high" else f"[{low:g}, {high:g})"
+                raise ConfigError(f"{name} must be in {interval}, got {value}", name)
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}", "weight_decay")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}", name)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,26 +234,25 @@ class LearnConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "LearnConfig":
         """The config a model or checkpoint file saved. Files from before a setting existed ran the
-        release's way in it (grown layers, chains from the mean image that never restart, chains the
-        samples' size), so a missing setting takes that value, not today's default."""
+        paper's way in it (grown layers, chains from the mean image that never restart, chains the
+        samples' size), so a missing setting takes that value, not today's default; settings that no
+        longer exist are ignored."""
         known = {f.name for f in fields(cls)}
         legacy = {"shading": "keep", "grow_layers": True, "lr_decay_start": 0.0, "start": "zero",
                   "lifetime": 0, "persistent_chains": 0, "bounded": False, "damp_reversals": False,
-                  "finish_iterations": 0, "finish_chains": 0,
-                  "finish_average": 0.0, "chain_size": d.get("sample_size", 0)}
+                  "finish_iterations": 0, "chain_size": d.get("sample_size", 0)}
         settings = {k: v for k, v in d.items() if k in known}
         return cls(**{**{k: v for k, v in legacy.items() if k not in d}, **settings})
 
 
-# The release's recipe (the paper's Algorithm 1 as the MatConvNet code runs it): layers grown one at a
-# time, 300 plain clipped SGD steps each, persistent chains from the mean image, 10 Langevin steps of 0.3.
-# The object model and contrastive divergence learn this way; they were not tuned further.
-RELEASE = dict(grow_layers=True, optimizer="sgd", lr_final=1.0, lr_decay_start=0.0, chains=4, langevin_steps=10,
-               step_size=0.3, iterations=300, start="zero", lifetime=0, persistent_chains=0, bounded=False,
-               damp_reversals=False, finish_iterations=0, shading="keep")
+# The paper's recipe (Algorithm 1 as the authors' MatConvNet code runs it): layers grown one at a time,
+# 300 plain clipped SGD steps each, persistent chains from the mean image, 10 Langevin steps of 0.3. The
+# object model and contrastive divergence learn this way.
+RELEASE = dict(grow_layers=True, lr_final=1.0, lr_decay_start=0.0, chains=4, langevin_steps=10, step_size=0.3,
+               iterations=300, start="zero", lifetime=0, persistent_chains=0, bounded=False, damp_reversals=False,
+               finish_iterations=0, shading="keep")
 QUALITIES = ("default", "high")
-# `--quality high`: the same recipe, longer and with twice the chains, and without the finish, which made
-# its new samples worse on bark and rose and better on water (bench/TUNING.md).
+# `--quality high`: longer, with twice the chains, and no finish (which helped some textures, not these runs).
 HIGH = dict(chains=16, persistent_chains=8, iterations=700, finish_iterations=0)
 
 
@@ -196,5 +261,5 @@ def recipe(model: str = "texture", quality: str = "default", cd_steps: int = 0) 
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
     if model == "object" or cd_steps:
-        return dict(RELEASE, grow_layers=not cd_steps)
+        return dict(RELEASE)
     return dict(HIGH) if quality == "high" else {}

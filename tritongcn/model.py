@@ -115,6 +115,15 @@ class GenerativeConvNet(nn.Module):
             raise ValueError(f"depth must be between 1 and {len(self.layers)}, got {depth}")
         self._depth = int(depth)
 
+    @contextlib.contextmanager
+    def at_depth(self, depth: int):
+        """The net at another depth for a while (what a run checks at its start must hold at its end)."""
+        saved, self.depth = self.depth, depth
+        try:
+            yield self
+        finally:
+            self.depth = saved
+
     def config(self) -> dict:
         """What it takes to rebuild this net (weights aside): plain types only, safe to store."""
         return {"in_channels": self.in_channels, "layers": [asdict(l) for l in self.layers],

@@ -19,10 +19,14 @@ def format_seconds(seconds: float) -> str:
 class Progress:
     """click's progress bar on a terminal; elsewhere (a log, a pipe, CI) one plain line every `every`
     seconds and a last one at the end, each with what is done, the caller's text, the time so far and
-    an estimate of the time left from the rate so far. `costs`, one positive number per item, makes the
-    bar and the estimate count work instead of items, when items differ in cost (a learning iteration
-    at depth 3 costs 2.5 times one at depth 1). `file=None` draws to standard output; pass an
-    io.StringIO to silence it (the other processes under torchrun)."""
+    an estimate of the time left. `costs`, one positive number per item, makes the bar and the estimate
+    count work instead of items, when items differ in cost (a learning iteration at depth 3 costs 2.5
+    times one at depth 1). `file=None` draws to standard output; pass an io.StringIO to silence it (the
+    other processes under torchrun).
+
+    The estimate is the rate of work since the end of this run's first update, which it leaves out: that
+    one pays the warm-up (allocations, kernel selection), several times a later one's cost, and from it
+    alone a four-minute run looked like an hour. Work done before a resume is not counted in the rate."""
 
     def __init__(self, total: int, label: str, file=None, every: float = 15.0, costs=None):
         self.total, self.label, self.every = max(int(total), 1), label, every
@@ -32,16 +36,18 @@ class Progress:
         cheapest = min(costs) if costs else 1
         self.units = [max(1, round(100 * c / cheapest)) for c in costs] if costs else None
         self.file = file
-        self.done, self.skipped, self.text = 0, 0, ""  # skipped: done before this run (a resume)
-        self.work, self.skipped_work = 0, 0  # the same in work units
+        self.done, self.text = 0, ""
+        self.work, self.skipped_work = 0, 0  # work units done, and those of them skipped (not run here)
         stream = file if file is not None else sys.stdout
         self.terminal = bool(getattr(stream, "isatty", lambda: False)())
         self.bar = None
         self.start = self.last_line = time.perf_counter()
+        self.mark = None  # (time, work) at the end of this run's first update: where the rate is measured from
+        self.shown_done = False  # whether a plain line already said that everything is done
 
     def __enter__(self) -> "Progress":
         if self.terminal:
-            self.bar = click.progressbar(length=self._work(0, self.total), label=self.label, show_eta=True,
+            self.bar = click.progressbar(length=self._work(0, self.total), label=self.label, show_eta=False,
                                          item_show_func=lambda text: text, file=self.file).__enter__()
         else:
             click.echo(f"{self.label}: {self.total} to do", file=self.file)
@@ -51,23 +57,27 @@ class Progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
-        elif exc[0] is None and self.done > 0:
+        elif exc[0] is None and self.done > 0 and not self.shown_done:
             self._line()
 
     def skip(self, n: int) -> None:
-        """Count `n` as done before this run started (a resumed run), out of the rate estimate."""
+        """Count `n` items as done without running them here (done before a resume, or skipped), out of the
+        rate estimate."""
         work = self._work(self.done, self.done + n)
         self.done, self.work = self.done + n, self.work + work
-        self.skipped, self.skipped_work = self.skipped + n, self.skipped_work + work
+        self.skipped_work += work
         if self.bar is not None:
             self.bar.update(work)
 
     def update(self, n: int, text: str = "") -> None:
         work = self._work(self.done, self.done + n)
         self.done, self.work, self.text = self.done + n, self.work + work, text
+        if self.mark is None:
+            self.mark = (time.perf_counter(), self.work - self.skipped_work)
         if self.bar is not None:
-            self.bar.update(work, text)
-        elif time.perf_counter() - self.last_line >= self.every:
+            eta = self.eta
+            self.bar.update(work, text + (f", about {format_seconds(eta)} left" if eta is not None else ""))
+        elif time.perf_counter() - self.last_line >= self.every or self.done >= self.total:
             self._line()
 
     def _work(self, start: int, stop: int) -> int:
@@ -76,16 +86,17 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the rate of work so far (None before anything was done in this run)."""
-        fresh = self.work - self.skipped_work
-        if fresh <= 0:
+        """Seconds left at the rate of work since this run's first update (None until one more is done)."""
+        run = self.work - self.skipped_work  # work run here
+        if self.mark is None or run <= self.mark[1] or self.done >= self.total:
             return None
-        return (time.perf_counter() - self.start) / fresh * (self._work(0, self.total) - self.work)
+        since, work = self.mark
+        return (time.perf_counter() - since) / (run - work) * (self._work(0, self.total) - self.work)
 
     def _line(self) -> None:
-        self.last_line = time.perf_counter()
+        self.last_line, self.shown_done = time.perf_counter(), self.done >= self.total
         eta = self.eta
-        left = f", about {format_seconds(eta)} left" if eta is not None and self.done < self.total else ""
+        left = f", about {format_seconds(eta)} left" if eta is not None else ""
         text = f" {self.text}," if self.text else ""
         click.echo(f"{self.label}: {self.done}/{self.total} ({self.done / self.total:.0%}),{text} "
                    f"{format_seconds(time.perf_counter() - self.start)} so far{left}", file=self.file)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import LearnConfig
 from ..progress import Progress, format_seconds
-from .common import Reporter, RunError, load_model, usable_device
+from .common import Reporter, RunError, chain_start, load_model, sample_name, usable_device
 
 # A given model whose training images were this many times larger or smaller than the image to fill
 # likely learned the texture at another scale: said so, with the option that rescales the image.
@@ -214,7 +214,7 @@ def _fill(model_path: Path, image, unknown, s: FillSettings, periodic: bool, wha
         report.note(f"{model_path} learned its texture from {learned.image_size} px images and this image is "
                     f"{side} px: if its texture looks larger or smaller, --image-size {learned.image_size} "
                     "rescales the image first")
-    init = learned.start if "start_kernel" in state or learned.start != "spectrum" else "noise"
+    init = chain_start(state, learned, None, model_path, report)
     steps = learned.sample_steps if s.steps is None else s.steps
     device = usable_device(s.device)
     precision = resolve_precision(s.precision, device, s.backend)
@@ -246,7 +246,7 @@ def _write(out_dir: Path, name: str, folder: str, results) -> None:
     if len(results) > 1:
         (out_dir / folder).mkdir(exist_ok=True)
         for i, result in enumerate(results):
-            save_png(result, out_dir / folder / f"{i:03d}.png")
+            save_png(result, out_dir / folder / sample_name(i))
 
 
 def _save_mask(unknown, path: Path) -> None:

@@ -29,7 +29,6 @@ def reconstruct(run: ReconstructRun, report: Reporter | None = None) -> dict:
     from ..figures import contact_sheet
     from ..images import image_paths, load_image, preprocess, save_png
     from ..io import InputError, save_json
-    from ..learn import data_boundary
 
     report = report or Reporter()
     state, model = load_model(run.model_path)
@@ -50,7 +49,7 @@ def reconstruct(run: ReconstructRun, report: Reporter | None = None) -> dict:
     if (run.out_dir / "reconstruct.json").exists() and not run.overwrite:
         raise RunError(f"{run.out_dir} already holds a reconstruction: pass --overwrite or choose another --out")
     device = torch.device(usable_device(run.device))
-    boundary = data_boundary(learned, model)  # how learn scored the data
+    boundary = learned.data_boundary()  # how learn scored the data
     mean = state["mean"].float().view(1, -1, 1, 1)
     x = torch.stack([preprocess(image, size) for image in raw]) - mean
     try:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..config import LearnConfig, stride_multiple
 from ..progress import Progress
-from .common import Reporter, RunError, Stopped, load_model, stop_everywhere, usable_device
+from .common import (Reporter, RunError, chain_start, claim_out_dir, load_model, sample_name, stop_if_asked,
+                     usable_device)
 
 PNG_LIMIT = 256  # format "auto": one PNG per chain up to this many chains, one samples.npz above
 # Frames of evolution.gif after the first. Langevin chains are noisy and GIF compresses noise poorly: a
@@ -45,120 +46,130 @@ def sample(run: SampleRun, report: Reporter | None = None) -> Path:
     chains (chains.pt) at the end of the current segment of steps and raises `Stopped`."""
     import torch
 
-    from ..chains import sampler_bank
     from ..distributed import finish, init_world
-    from ..interrupts import stop_requests
-    from ..learn import Learner
 
     report = report or Reporter()
     state, model = load_model(run.model_path)
     learned = LearnConfig.from_dict(state["config"])
-    size, periodic = run.size, run.periodic
-    if model.top == "fc":  # the object model: aligned images of the size its top filter covers
-        if (size and size != model.image_size) or periodic:
-            raise RunError(f"the object model samples {model.image_size} px images with zero padding only "
-                           "(drop --size and --periodic)")
-        size, periodic = model.image_size, False
-    periodic = learned.periodic if periodic is None else periodic
-    steps = learned.sample_steps if run.steps is None else run.steps
-    init = run.init or learned.start
-    if init == "spectrum" and "start_kernel" not in state:
-        raise RunError(f"{run.model_path} holds no spectrum of its training image (a model of tritongcn "
-                       "before 0.2.0): use --init zero or --init noise")
-    size = size or learned.sample_size
-    stride = model.total_stride()
-    if periodic and size % stride:
-        size = stride_multiple(size, stride)
-        report.say(f"periodic samples need sides that are multiples of {stride}: sampling at {size} px")
+    size, periodic = _size_and_boundary(run, model, learned, report)
     out_dir = run.out_dir or run.model_path.parent / f"samples-{size}"
-    if (out_dir / "model.pt").exists():  # its samples/ would mix learn's files with these
-        raise RunError(f"{out_dir} holds a learned model (model.pt): choose another --out for the samples")
-    if not Learner.finished(learned, state["layer"], state["iteration"]):
+    if not learned.finished(state["layer"], state["iteration"]):
         report.note(f"{run.model_path} is the checkpoint of a learning run stopped at layer {state['layer']}, "
                     f"iteration {state['iteration']}: these are samples of a model still learning")
     device = usable_device(run.device)
     world = init_world(torch.device(device))
     state_path = _rank_path(out_dir / "chains.pt", world)  # each process saves and resumes its own shard
-    if state_path.exists() and not (run.resume or run.overwrite):
-        raise RunError(f"{out_dir} already holds chains ({state_path.name}): pass --resume to continue them, "
-                       "--overwrite to start again, or choose another --out")
-    if run.resume and not state_path.exists():
-        raise RunError(f"nothing to resume: {state_path} does not exist")
-    if (out_dir / "stats.json").exists() and not (run.resume or run.overwrite):
-        raise RunError(f"{out_dir} already holds samples (stats.json): pass --overwrite to replace them or "
-                       "choose another --out")
+    claim_out_dir(out_dir, "stats.json", state_path.name, resume=run.resume, overwrite=run.overwrite,
+                  foreign={"model.pt": "a learned model"})  # learn's folder, whose samples/ these would join
+    init = chain_start(state, learned, run.init, run.model_path, report)
+    draw = dict(size=size, periodic=periodic, init=init, seed=run.seed, step_size=run.step_size, device=device,
+                memory_budget=run.memory_budget, backend=run.backend, precision=run.precision)
+    bank = _bank(run, model.to(device), learned, state, draw, world, state_path, report)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bank.notify = report.note
+    steps = learned.sample_steps if run.steps is None else run.steps
+    label = (f"sampling {run.chains} {'chain' if run.chains == 1 else 'chains'} of {size} px from {init} "
+             f"({bank.precision})")
+    frames, elapsed, remaining = _advance(run, bank, steps, state["mean"], world, state_path, label, report)
+    _save_bank(bank, state_path)
+    fmt = run.fmt if run.fmt != "auto" else "png" if run.chains <= PNG_LIMIT else "npz"
+    _write_samples(bank, state["mean"].float().view(1, -1, 1, 1), out_dir, world, fmt, frames, report)
+    _write_stats(bank, out_dir, world, run.chains, elapsed, remaining, fmt, bool(frames), report)
+    finish(world)
+    return out_dir
+
+
+def _size_and_boundary(run: SampleRun, model, learned: LearnConfig, report: Reporter) -> tuple:
+    """(side, periodic) of the samples: as asked, else as learned; the object model draws its images' size
+    with zero padding only; periodic sides are rounded up to the net's stride."""
+    size, periodic = run.size, run.periodic
+    if learned.model == "object" or model.top == "fc":  # aligned images of the size its top filter covers
+        if (size and size != model.image_size) or periodic:
+            raise RunError(f"the object model samples {model.image_size} px images with zero padding only "
+                           "(drop --size and --periodic)")
+        return model.image_size, False
+    periodic = learned.on_torus() if periodic is None else periodic
+    size = size or learned.sample_size
+    stride = model.total_stride()
+    if periodic and size % stride:
+        size = stride_multiple(size, stride)
+        report.say(f"periodic samples need sides that are multiples of {stride}: sampling at {size} px")
+    return size, periodic
+
+
+def _bank(run: SampleRun, model, learned: LearnConfig, state: dict, draw: dict, world, state_path: Path,
+          report: Reporter):
+    """This process's shard of the chains: the saved ones with --resume, else new ones drawn as the model was
+    learned for, with the `draw` settings (sampler_bank's) resolved from the options."""
+    from ..chains import sampler_bank
+
     first, count = world.shard(run.chains)
     if count == 0:
         raise RunError(f"{run.chains} chains cannot be split between {world.size} processes")
-    model = model.to(device)
-    mean = state["mean"].float().view(1, -1, 1, 1)
-    shape = (model.in_channels, size, size)
     try:
-        if run.resume:
-            bank = _load_bank(state_path, model, run, shape, device)
-            if run.precision != "auto" and run.precision != bank.precision:
-                report.say(f"resuming in {bank.precision}, the precision the chains ran in (not "
-                           f"{run.precision}), so they continue exactly")
-        else:
-            bank = sampler_bank(model, learned, state.get("start_kernel"), count, size=size, seed=run.seed,
-                                init=init, step_size=run.step_size, periodic=periodic,
-                                memory_budget=run.memory_budget, backend=run.backend, device=device,
-                                first_chain=first, total_chains=run.chains, precision=run.precision,
-                                mean=state["mean"])
+        if not run.resume:
+            return sampler_bank(model, learned, state.get("start_kernel"), count, first_chain=first,
+                                total_chains=run.chains, mean=state["mean"], **draw)
+        bank = _load_bank(state_path, model, run, (model.in_channels, draw["size"], draw["size"]), draw["device"])
     except ValueError as err:
         raise RunError(str(err)) from None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if run.precision != "auto" and run.precision != bank.precision:
+        report.say(f"resuming in {bank.precision}, the precision the chains ran in (not {run.precision}), so "
+                   "they continue exactly")
+    return bank
 
-    bank.notify = report.note
+
+def _advance(run: SampleRun, bank, steps: int, mean, world, state_path: Path, label: str, report: Reporter):
+    """Run the chains to `steps` in segments of about a second (the chains do not depend on how their steps
+    are split), so that Ctrl-C is answered soon, cut at the saving and animation points. (GIF frames, seconds,
+    steps run here)."""
+    from ..interrupts import stop_requests
+
     remaining = max(0, steps - int(bank.steps.min()))
-    frames, frame_every = [], max(1, remaining // GIF_FRAMES) if run.gif else 0
+    frame_every = max(1, remaining // GIF_FRAMES) if run.gif else 0
     animated = min(run.gif, len(bank)) if world.is_main else 0
-    if animated:
-        frames.append(_frame(bank, mean, animated))
-    start = time.perf_counter()
-    done = 0
+    mean = mean.float().view(1, -1, 1, 1)
+    frames = [_frame(bank, mean, animated)] if animated else []
+    start, done = time.perf_counter(), 0
     quiet = None if world.is_main else io.StringIO()  # one progress display, the first process's
-    label = (f"sampling {run.chains} {'chain' if run.chains == 1 else 'chains'} of {size} px from {init} "
-             f"({bank.precision})")
     with stop_requests() as stop, Progress(remaining * len(bank), label, file=quiet) as bar:
         while done < remaining:
-            # Segments of about a second, so that Ctrl-C is answered soon (the chains do not depend on
-            # how their steps are split), cut at the saving and animation points.
-            per_step = (time.perf_counter() - start) / done if done else None
-            segment = min(remaining - done, max(1, int(1.0 / per_step)) if per_step else 1)
-            for every in (run.save_every, frame_every):
-                if every:
-                    segment = min(segment, every - done % every)
-
-            def progress(advanced, segment=segment):
-                done_now = bar.done + advanced * segment  # the rate counts this chunk's steps too
-                bar.update(advanced * segment,
-                           f"{done_now * world.size / max(time.perf_counter() - start, 1e-9):.0f} chain-steps/s")
-
-            try:
-                bank.advance(segment, progress)
-            except MemoryError as err:
-                _save_bank(bank, state_path)
-                raise RunError(f"{err}; the chains so far are in {state_path}") from None
+            segment = _segment(remaining - done, done, time.perf_counter() - start, (run.save_every, frame_every))
+            _advance_segment(bank, segment, bar, start, world, state_path)
             done += segment
             if animated and done % frame_every == 0:
                 frames.append(_frame(bank, mean, animated))
             if run.save_every and done % run.save_every == 0 and done < remaining:
                 _save_bank(bank, state_path)
-            if done < remaining and stop_everywhere(stop, world, bank.device):
-                _save_bank(bank, state_path)
-                if world.is_main:
-                    report.warn(f"\n{stop.signal_name}: stopped at step {int(bank.steps.max())} of {steps}; "
-                                f"continue with the same command and --resume ({state_path})")
-                finish(world)
-                raise Stopped(stop.signal_name)
-    elapsed = time.perf_counter() - start
-    _save_bank(bank, state_path)
-    fmt = run.fmt if run.fmt != "auto" else "png" if run.chains <= PNG_LIMIT else "npz"
-    _write_samples(bank, mean, out_dir, world, fmt, frames, report)
-    _write_stats(bank, out_dir, world, run.chains, elapsed, remaining, fmt, bool(frames), report)
-    finish(world)
-    return out_dir
+            if done < remaining:
+                stop_if_asked(stop, world, bank.device, lambda: _save_bank(bank, state_path),
+                              f"stopped at step {int(bank.steps.max())} of {steps}; continue with the same "
+                              f"command and --resume ({state_path})")
+    return frames, time.perf_counter() - start, remaining
+
+
+def _segment(left: int, done: int, seconds: float, cuts) -> int:
+    """Steps in the next segment: about a second's worth at the pace so far (one step first, to time it),
+    at most `left`, and ending at the next multiple of each of `cuts` (saving, animation) that is set."""
+    segment = min(left, max(1, int(done / seconds)) if done and seconds > 0 else 1)
+    for every in cuts:
+        if every:
+            segment = min(segment, every - done % every)
+    return segment
+
+
+def _advance_segment(bank, segment: int, bar, start: float, world, state_path: Path) -> None:
+    """`segment` steps of every chain, the progress line told after each chunk of chains."""
+    def progress(advanced):
+        done_now = bar.done + advanced * segment  # the rate counts this chunk's steps too
+        bar.update(advanced * segment,
+                   f"{done_now * world.size / max(time.perf_counter() - start, 1e-9):.0f} chain-steps/s")
+
+    try:
+        bank.advance(segment, progress)
+    except MemoryError as err:
+        _save_bank(bank, state_path)
+        raise RunError(f"{err}; the chains so far are in {state_path}") from None
 
 
 def _rank_path(path: Path, world) -> Path:
@@ -207,7 +218,7 @@ def _write_samples(bank, mean, out_dir, world, fmt, frames, report) -> None:
     if fmt == "png":
         (out_dir / "samples").mkdir(exist_ok=True)
         for i, image in enumerate(images):
-            save_png(image.float(), out_dir / "samples" / f"{bank.first_chain + i:05d}.png")
+            save_png(image.float(), out_dir / "samples" / sample_name(bank.first_chain + i))
     else:
         array = images.permute(0, 2, 3, 1).numpy()
 

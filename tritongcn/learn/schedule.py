@@ -1,0 +1,92 @@
+"""Where a learning run is, and what that means: the layer being grown, the iteration in it, the finish,
+the learning rate and the relative cost of every iteration. A pure function of the config and two counters,
+like a PyTorch learning-rate scheduler.
+
+The layers are grown one at a time, `iterations` updates each, the lower ones refined with each new one
+(the paper's way); contrastive divergence and `grow_layers=False` learn all of them at once. The last
+layer runs on through the finish: `finish_updates()` more updates, at the final rate.
+"""
+
+import math
+
+from ..geometry import macs_per_layer
+
+
+class Schedule:
+    def __init__(self, config):
+        self.config = config
+        self.layer = 1 if config.grows() else config.layers  # being grown, 1-based
+        self.iteration = 0  # iterations done in this layer; the finish continues the last layer's count
+
+    @property
+    def finishing(self) -> bool:
+        """Whether the run is in its finish: past the last layer's `iterations`."""
+        return self.layer >= self.config.layers and self.iteration >= self.config.iterations
+
+    @property
+    def done(self) -> bool:
+        return self.config.finished(self.layer, self.iteration)
+
+    @property
+    def layer_done(self) -> bool:
+        """Whether this layer has had its iterations and another layer follows."""
+        return self.iteration >= self.config.iterations and self.layer < self.config.layers
+
+    @property
+    def iterations_done(self) -> int:
+        """Iterations run so far, over every layer."""
+        return (self.layer - 1) * self.config.iterations + self.iteration if self.config.grows() else self.iteration
+
+    def next_layer(self) -> None:
+        self.layer, self.iteration = self.layer + 1, 0
+
+    def count(self, end_stage: bool = False) -> int:
+        """Count the iteration just run; with `end_stage`, end its layer (or the finish) there too. Returns
+        the iterations skipped."""
+        if not end_stage:
+            self.iteration += 1
+            return 0
+        end = self.config.iterations + (self.config.finish_updates() if self.finishing else 0)
+        skipped, self.iteration = end - (self.iteration + 1), end
+        return skipped
+
+    def rate_factor(self) -> float:
+        """The learning rate as a share of `lr`: 1 for the first `lr_decay_start` of each layer's iterations
+        (of all, when the layers learn at once), then a cosine decay to `lr_final`, which the finish keeps.
+
+        Persistent chains and the weights are a stochastic approximation (Younes): with a constant rate the
+        weights keep circling the maximum-likelihood point and the chains keep chasing them. The decay lets
+        the model settle, so the last chains are samples of the model that is saved."""
+        c = self.config
+        progress = self.iteration / max(c.iterations - 1, 1)
+        decay = min(1.0, max(0.0, progress - c.lr_decay_start) / (1 - c.lr_decay_start))
+        return c.lr_final + (1 - c.lr_final) * 0.5 * (1 + math.cos(math.pi * decay))
+
+    def costs(self, in_channels: int, layers) -> list:
+        """Relative cost of each iteration of the whole run, in order, from the multiply-adds of each of the
+        net's `layers` on one learning chain of `in_channels`: those of the active layers, plus the first
+        layer's again for what every iteration pays whatever its depth (the data, the update, Python). A
+        finish update runs finish_langevin_steps steps where the others run langevin_steps; the weight
+        gradient costs about one more step. At depths 1, 2, 3 of the default recipe that is 1 : 2.2 : 2.3;
+        measured, 1 : 2.5 : 2.6 (bench/README.md)."""
+        c = self.config
+        macs = macs_per_layer(in_channels, layers[:c.layers], c.chain_size)
+        finish = [sum(macs) * (c.finish_langevin_steps + 1) / (c.langevin_steps + 1) + macs[0]] * c.finish_updates()
+        if not c.grows():
+            return [sum(macs) + macs[0]] * c.iterations + finish
+        return [sum(macs[:depth]) + macs[0] for depth in range(1, c.layers + 1) for _ in range(c.iterations)] + finish
+
+    def state_dict(self) -> dict:
+        return {"layer": self.layer, "iteration": self.iteration}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.layer, self.iteration = int(state["layer"]), int(state["iteration"])
+
+
+def where(config, record: dict) -> str:
+    """Where a metrics record's iteration is in its run, for a person: 'layer 2/3 it 40/300', 'finish 3/40'."""
+    past = record["iteration"] - config.iterations
+    if record.get("finishing", past > 0):
+        return f"finish {past}/{config.finish_updates()}"
+    layer = f"layer {record['layer']}/{config.layers} " if config.grows() else ""
+    return f"{layer}it {record['iteration']}/{config.iterations}"
