@@ -246,16 +246,16 @@ def test_a_layer_1_output_past_2_31_elements_is_right_for_its_last_chain():
 
 def bits_kept(monkeypatch):
     """A list that fills with the packed bits of each conv_relu_mask call of `GenerativeConvNet.grad_input`."""
-    import tritongcn.model
+    import tritongcn.gradient
 
-    masks, kernel = [], tritongcn.model.conv_relu_mask
+    masks, kernel = [], tritongcn.gradient.conv_relu_mask
 
     def keeping(*args, **kwargs):
         h, mask = kernel(*args, **kwargs)
         masks.append(mask)
         return h, mask
 
-    monkeypatch.setattr(tritongcn.model, "conv_relu_mask", keeping)
+    monkeypatch.setattr(tritongcn.gradient, "conv_relu_mask", keeping)
     return masks
 
 
@@ -271,7 +271,7 @@ def gated_deconvolution(net, x, masks, boundary, dtype):
     x64 = x.double().requires_grad_()
     h, pres = x64, []
     for spec, conv, mask in zip(net.layers, net.active_convs(), masks):
-        periodic, pad = net._padding(spec, boundary)
+        periodic, pad = net.padding_of(spec, boundary)
         pre = reference_pre(h, conv.weight.to(dtype), conv.bias.to(dtype), spec.stride, pad, periodic)
         pres.append(pre.detach())
         h = pre * layer_bits(mask, pre).double()

@@ -6,8 +6,7 @@ import torch
 from conftest import TINY_CONFIG as TINY, stripes
 from tritongcn import LearnConfig, Learner
 from tritongcn.config import RELEASE, recipe
-from tritongcn.chains import ChainBank, sampler_bank
-from tritongcn.distributed import World
+from tritongcn.chains import ChainBank
 from tritongcn.learn import ReversalDamping, shading_plane
 from tritongcn.evaluate import evaluate, portilla_simoncelli_available
 

@@ -272,11 +272,11 @@ def test_weights_are_laid_out_once_and_again_after_an_update():
 @pytest.mark.parametrize("boundary", ["zero", "periodic"])
 def test_channels_rounded_up_by_zero_filters_change_nothing(monkeypatch, boundary):
     # On a GPU the Triton kernels run with channel counts rounded up to 16 (wide aligned loads).
-    import tritongcn.model as model_module
+    import tritongcn.gradient as gradient_module
     net = GenerativeConvNet(3, SMALL_TEXTURE_NET, init_std=0.1, generator=torch.Generator().manual_seed(3))
     x = torch.randn(2, 3, 18, 15) * 4
     expected = net.grad_input(x, backend="torch", boundary=boundary)
-    monkeypatch.setattr(model_module, "channel_alignment", lambda backend, device: 16)
+    monkeypatch.setattr(gradient_module, "channel_alignment", lambda backend, device: 16)
     weights = net.kernel_weights(torch.float32, 16)
     assert [tuple(w.shape[:2]) for w, _ in weights] == [(48, 3), (16, 48), (16, 16)]
     for backend in ("torch", TRITON):

@@ -44,58 +44,69 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
              temperature: float = 1.0, graph_steps: int | None = None) -> torch.Tensor:
     """Advance the chains `x` (N, C, H, W) by `steps` Langevin steps and return them (x is not modified).
 
-    Noise counters: step t of chain n (of `total_chains`, default N) starts at
-    (t * total_chains + n) * chain_numel. A learner that continues persistent chains passes the number of
-    steps already taken as `first_step`, so no noise is reused; a caller that advances a bank of chains in
-    chunks passes each chunk's `chain_start` and the bank's `total_chains`, and gets the same chains as
-    one big batch would. `boundary="periodic"` samples on the torus (see GenerativeConvNet).
-    `precision="bfloat16"` computes B(I) in bfloat16 (see GenerativeConvNet.grad_input); the chains and
-    the update stay in float32. The default "auto" is bfloat16 where it is the fast path (CPUs with native
-    bfloat16, the Triton kernels on a GPU) and float32 elsewhere (precision.resolve_precision). `bounds` =
-    (low, high), per channel (C,), keeps the chains in the box of valid images after every step (projected
-    Langevin dynamics: the model restricted to images whose pixels lie in [0, 255], mean-subtracted); None
-    leaves them unbounded.
+    Noise counters: step t of chain n (of `total_chains`, default N) starts at (t * total_chains + n) *
+    chain_numel. A learner that continues its chains passes the steps already taken as `first_step`, so no
+    noise is reused; a caller that advances a bank in chunks passes each chunk's `chain_start` and the bank's
+    `total_chains`, and gets the chains one big batch would. `boundary="periodic"` samples on the torus.
+    `precision="bfloat16"` computes B(I) in bfloat16 (GenerativeConvNet.grad_input); the chains and the
+    update stay float32 ("auto": `precision.resolve_precision`). `bounds` = (low, high), per channel (C,),
+    keeps the chains in the box of valid images after every step (projected Langevin dynamics: the model
+    restricted to images whose pixels lie in [0, 255], mean-subtracted).
 
-    `known` = (values, mask) samples the conditional distribution of the other pixels given some: where
-    the boolean `mask` is set, the chains hold `values` before and after every step (both broadcast
-    against x, so one image can condition many chains). The energy's gradient at the unknown pixels is
-    the same whether the known ones move or not, so this is exact Langevin dynamics of p(unknown | known).
-    `noise=False` drops the noise term: each step then descends the energy deterministically, closing
-    step_size^2 / (2 sigma^2) of the way to the mode of the current ReLU piece (a sample's last steps, to
-    leave no residual noise in it). `temperature` T scales the noise's variance: the chains then sample
-    p(I)^(1/T), a flatter landscape whose modes they leave more easily (the learner's tempered chains,
-    `LearnConfig.temperature`); 1 is the model itself.
-
-    `graph_steps` k > 1 (Triton backend): the steps run k at a time as one recorded block, each step's
-    noise counter read from a device-side tensor that the block advances. On CUDA the block is recorded
-    once as a CUDA graph and replayed, one launch for k steps instead of about a dozen launches and their
-    Python per step, which is what small banks spend their time on; elsewhere the block runs as recorded,
-    eagerly (so the interpreter tests the same arithmetic). The chains are the same as without it. None
-    (the default) records blocks where that was measured faster (`default_graph_steps`); 0 never does.
+    `known` = (values, mask) samples the other pixels given some: where the boolean `mask` is set, the
+    chains hold `values` before and after every step (both broadcast against x). The energy's gradient at
+    the unknown pixels does not depend on whether the known ones move, so this is exact Langevin dynamics
+    of p(unknown | known). `noise=False` drops the noise: each step descends the energy, closing
+    step_size^2 / (2 sigma^2) of the way to the mode of the current ReLU piece. `temperature` T scales the
+    noise's variance: the chains sample p(I)^(1/T), whose modes they leave more easily. `graph_steps` k > 1
+    (Triton backend) runs the steps k at a time as one recorded block (`_run_blocks`), the same chains; None
+    records blocks where that was measured faster (`default_graph_steps`); 0 never does.
     """
     if steps < 0 or step_size <= 0 or sigma <= 0:
         raise ValueError("langevin needs steps >= 0, step_size > 0 and sigma > 0")
     graph_steps = checked_graph_steps(graph_steps)
-    total_chains = x.shape[0] if total_chains is None else total_chains
-    if chain_start < 0 or chain_start + x.shape[0] > total_chains:
-        raise ValueError(f"chains {chain_start}..{chain_start + x.shape[0] - 1} do not fit in a bank of "
-                         f"{total_chains}")
+    total_chains = _checked_total(x, chain_start, total_chains)
     precision = resolve_precision(precision, x.device, backend)  # both once, not at every kernel call
     backend = resolve_backend(backend, x.device)
     if graph_steps is None:
         graph_steps = default_graph_steps(x.shape, x.device, backend)
     x = x.detach().clone()
+    step = _step_function(model, x, step_size, sigma, seed, backend, boundary, precision, bounds, known, noise,
+                          temperature)
+    chain_numel = x[0].numel() if x.shape[0] else 0
+    if graph_steps > 1 and backend == "triton" and steps >= graph_steps and x.shape[0]:
+        blocks = steps // graph_steps
+        counter = torch.full((), (first_step * total_chains + chain_start) * chain_numel, dtype=torch.int64,
+                             device=x.device)
+        _run_blocks(step, x, counter, total_chains * chain_numel, graph_steps, blocks)
+        first_step, steps = first_step + blocks * graph_steps, steps - blocks * graph_steps
+    for t in range(first_step, first_step + steps):
+        step(x, (t * total_chains + chain_start) * chain_numel)
+    return x
+
+
+def _checked_total(x: torch.Tensor, chain_start: int, total_chains: int | None) -> int:
+    """The bank's size (default: the chains given), refused if the chains given do not fit in it."""
+    total_chains = x.shape[0] if total_chains is None else total_chains
+    if chain_start < 0 or chain_start + x.shape[0] > total_chains:
+        raise ValueError(f"chains {chain_start}..{chain_start + x.shape[0] - 1} do not fit in a bank of "
+                         f"{total_chains}")
+    return total_chains
+
+
+def _step_function(model, x: torch.Tensor, step_size: float, sigma: float, seed: int, backend: str, boundary: str,
+                   precision: str, bounds: tuple | None, known: tuple | None, noise: bool, temperature: float):
+    """`step(x, offset)`, one Langevin step of the chains in place as `langevin` describes; `offset`, an int
+    or a device-side counter, is step t's (t * total_chains + chain_start) * chain_numel. Holds the known
+    pixels of `x` now, as every step does after its update."""
     if bounds is not None:
         low, high = (torch.as_tensor(b, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for b in bounds)
     if known is not None:
         values, mask = known[0].to(x.device, x.dtype), known[1].to(x.device, torch.bool)
         torch.where(mask, values, x, out=x)
-    chain_numel = x[0].numel() if x.shape[0] else 0
     half_step = 0.5 * step_size * step_size
 
     def step(x: torch.Tensor, offset) -> None:
-        """One step of the chains in place; `offset`, an int or a device-side counter, is step t's
-        (t * total_chains + chain_start) * chain_numel."""
         grad_f = model.grad_input(x, backend=backend, boundary=boundary, precision=precision)
         if noise:
             langevin_update(x, grad_f, step_size, sigma, seed, offset=offset, out=x, backend=backend,
@@ -108,15 +119,7 @@ def langevin(model, x: torch.Tensor, steps: int, step_size: float, sigma: float,
         if known is not None:
             torch.where(mask, values, x, out=x)
 
-    if graph_steps > 1 and backend == "triton" and steps >= graph_steps and x.shape[0]:
-        blocks = steps // graph_steps
-        counter = torch.full((), (first_step * total_chains + chain_start) * chain_numel, dtype=torch.int64,
-                             device=x.device)
-        _run_blocks(step, x, counter, total_chains * chain_numel, graph_steps, blocks)
-        first_step, steps = first_step + blocks * graph_steps, steps - blocks * graph_steps
-    for t in range(first_step, first_step + steps):
-        step(x, (t * total_chains + chain_start) * chain_numel)
-    return x
+    return step
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -130,8 +133,11 @@ def out_of_memory(err: BaseException) -> bool:
 def _run_blocks(step, x: torch.Tensor, counter: torch.Tensor, counter_stride: int, block_steps: int,
                 blocks: int) -> None:
     """`blocks` times `block_steps` calls of step(x, counter), the counter advanced by `counter_stride`
-    after each: on a CUDA GPU recorded once as a graph and replayed, elsewhere (and for a single block,
-    which a recording would only slow down) run as they are."""
+    after each: each step's noise counter is read from the device-side tensor `counter` that the block
+    advances. On a CUDA GPU the block is recorded once as a CUDA graph and replayed, one launch for k steps
+    instead of about a dozen launches and their Python per step, which is what small banks spend their time
+    on; elsewhere (and for a single block, which a recording would only slow down) it runs as recorded,
+    eagerly, so the interpreter tests the same arithmetic."""
 
     def block(x: torch.Tensor, counter: torch.Tensor) -> None:
         for _ in range(block_steps):
