@@ -82,7 +82,7 @@ def telea(image: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(filled.reshape(arr.shape)).permute(2, 0, 1).float()
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("textures", nargs="+", type=Path)
     parser.add_argument("--holes", default="32,64,96")
@@ -93,63 +93,95 @@ def main():
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                         help="LearnConfig settings of the models learned (`--set temperature=4`)")
     parser.add_argument("--out", default=str(RESULTS))
-    args = parser.parse_args()
-    holes = sorted(int(h) for h in args.holes.split(","))
-    settings = {**MODEL_SETTINGS, **learn_settings(args.set)}  # as `tritongcn complete` learns
-    quiet = Reporter(say=lambda message: None, warn=lambda message: None)
+    return parser.parse_args()
+
+
+def centred(image: torch.Tensor, size: int) -> tuple[int, int]:
+    """(top, left) of the square of side `size` centred in image (C, H, W)."""
+    c, h, w = image.shape
+    return (h - size) // 2, (w - size) // 2
+
+
+def texture_model(image: torch.Tensor, work: Path, settings: dict, side: int):
+    """The model of image learned with its centred square of side `side` unknown, in work/model (one that
+    an earlier run learned there with the same settings is used again): its saved state, the model, its
+    LearnConfig and the seconds the learning took."""
+    work.mkdir(parents=True, exist_ok=True)
+    square = work / "image.png"
+    save_png(image, square)
+    top, left = centred(image, side)
+    model_dir = work / "model"
+    timing = work / "learn_seconds.txt"  # a model learned by an earlier run is used again, with its time
+    if not (model_dir / "model.pt").exists():
+        quiet = Reporter(say=lambda message: None, warn=lambda message: None)
+        start = time.perf_counter()
+        learn(LearnRun(square, model_dir, settings=settings, hole=(left, top, side, side)), quiet)
+        timing.write_text(f"{time.perf_counter() - start:.1f}")
+    learn_seconds = float(timing.read_text())
+    state, model = load_model(model_dir / "model.pt")
+    config = LearnConfig.from_dict(state["config"])
+    expected = LearnConfig(**settings)  # the recipe the run asks for, but for what the machine resolves
+    differ = {f.name: getattr(config, f.name) for f in fields(LearnConfig)
+              if f.name not in MACHINE_SETTINGS and getattr(config, f.name) != getattr(expected, f.name)}
+    if differ:
+        raise SystemExit(f"{model_dir} was learned with {differ}, not with the settings asked for: remove it "
+                         "or choose another --work")
+    return state, model, config, learn_seconds
+
+
+def fill_hole(state, model, config, image: torch.Tensor, unknown: torch.Tensor, chains: int):
+    """image's `unknown` pixels filled by the model (`chains` samples) and by Telea: (ours, Telea's,
+    seconds of ours, seconds of Telea's)."""
+    t0 = time.perf_counter()
+    ours = complete(model, image, unknown, mean=state["mean"], steps=config.sample_steps,
+                    step_size=config.step_size, chains=chains, init=config.start,
+                    start_kernel=state["start_kernel"])
+    ours_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    theirs = telea(image, unknown)
+    return ours, theirs, ours_seconds, time.perf_counter() - t0
+
+
+def hole_figures(image: torch.Tensor, ours: torch.Tensor, theirs: torch.Tensor, size: int) -> dict:
+    """The figures of the centred hole of side `size` as filled by ours and by Telea, of its true content
+    (with each one's seam) and of real crops: a row's figures."""
+    top, left = centred(image, size)
+    region = (slice(None), slice(None), slice(top, top + size), slice(left, left + size))
+    figures = evaluate(image, ours.round()[region], crop=size, others={
+        "telea": theirs.unsqueeze(0)[region], "truth": image.unsqueeze(0)[region]}, references=True)
+    return {"tritongcn": {**figures["samples"], "seam": float(np.mean([seam(o, top, left, size) for o in ours]))},
+            "telea": {**figures["telea"], "seam": seam(theirs, top, left, size)},
+            "truth": {**figures["truth"], "seam": seam(image, top, left, size)},
+            "real_crops": figures["real_crops"]}
+
+
+def bench_texture(texture: Path, args, holes: list, settings: dict):
+    """One texture's rows, a hole size each (printed as they come), and its panels for the picture: the
+    largest hole, Telea's fill, our first chain's and the true content."""
+    image = preprocess(load_image(texture), args.image_size)
+    state, model, config, learn_seconds = texture_model(image, args.work / texture.stem, settings, holes[-1])
     rows, panels = [], []
-    for texture in args.textures:
-        image = preprocess(load_image(texture), args.image_size)
-        c, h, w = image.shape
-        work = args.work / texture.stem
-        work.mkdir(parents=True, exist_ok=True)
-        square = work / "image.png"
-        save_png(image, square)
-        side = holes[-1]
-        top, left = (h - side) // 2, (w - side) // 2
-        model_dir = work / "model"
-        timing = work / "learn_seconds.txt"  # a model learned by an earlier run is used again, with its time
-        if not (model_dir / "model.pt").exists():
-            start = time.perf_counter()
-            learn(LearnRun(square, model_dir, settings=settings, hole=(left, top, side, side)), quiet)
-            timing.write_text(f"{time.perf_counter() - start:.1f}")
-        learn_seconds = float(timing.read_text())
-        state, model = load_model(model_dir / "model.pt")
-        config = LearnConfig.from_dict(state["config"])
-        expected = LearnConfig(**settings)  # the recipe the run asks for, but for what the machine resolves
-        differ = {f.name: getattr(config, f.name) for f in fields(LearnConfig)
-                  if f.name not in MACHINE_SETTINGS and getattr(config, f.name) != getattr(expected, f.name)}
-        if differ:
-            raise SystemExit(f"{model_dir} was learned with {differ}, not with the settings asked for: remove it "
-                             "or choose another --work")
-        for size in holes:
-            top, left = (h - size) // 2, (w - size) // 2
-            unknown = torch.zeros(h, w, dtype=torch.bool)
-            unknown[top:top + size, left:left + size] = True
-            t0 = time.perf_counter()
-            ours = complete(model, image, unknown, mean=state["mean"], steps=config.sample_steps,
-                            step_size=config.step_size, chains=args.chains, init=config.start,
-                            start_kernel=state["start_kernel"])
-            ours_seconds = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            theirs = telea(image, unknown)
-            telea_seconds = time.perf_counter() - t0
-            region = (slice(None), slice(None), slice(top, top + size), slice(left, left + size))
-            figures = evaluate(image, ours.round()[region], crop=size, others={
-                "telea": theirs.unsqueeze(0)[region], "truth": image.unsqueeze(0)[region]}, references=True)
-            row = {"texture": texture.stem, "hole": size, "chains": args.chains, "settings": settings,
-                   "tritongcn": {**figures["samples"], "seam": float(np.mean([seam(o, top, left, size) for o in ours])),
-                                 "seconds": round(ours_seconds, 2)},
-                   "telea": {**figures["telea"], "seam": seam(theirs, top, left, size),
-                             "seconds": round(telea_seconds, 4)},
-                   "truth": {**figures["truth"], "seam": seam(image, top, left, size)},
-                   "real_crops": figures["real_crops"], "learn_seconds": round(learn_seconds, 1)}
-            rows.append(row)
-            print(json.dumps(row))
-            if size == holes[-1]:
-                shown = image.clone()
-                shown[:, unknown] = 128.0
-                panels += [shown, theirs, ours[0], image]
+    for size in holes:
+        top, left = centred(image, size)
+        unknown = torch.zeros(image.shape[1:], dtype=torch.bool)
+        unknown[top:top + size, left:left + size] = True
+        ours, theirs, ours_seconds, telea_seconds = fill_hole(state, model, config, image, unknown, args.chains)
+        figures = hole_figures(image, ours, theirs, size)
+        figures["tritongcn"]["seconds"] = round(ours_seconds, 2)  # after the seam, as the records have it
+        figures["telea"]["seconds"] = round(telea_seconds, 4)
+        row = {"texture": texture.stem, "hole": size, "chains": args.chains, "settings": settings, **figures,
+               "learn_seconds": round(learn_seconds, 1)}
+        rows.append(row)
+        print(json.dumps(row))
+        if size == holes[-1]:
+            shown = image.clone()
+            shown[:, unknown] = 128.0
+            panels += [shown, theirs, ours[0], image]
+    return rows, panels
+
+
+def print_table(rows: list) -> None:
+    """The rows as a Markdown table: each figure ours / Telea's / the floor's, then the fills' seconds."""
     columns = ["patch_swd"] + (["ps_z"] if portilla_simoncelli_available() else []) + ["seam"]
     print(f"\n{machine_name()}, torch {torch.__version__}, tritongcn {tritongcn.__version__}; lower is better "
           "(seam: 1 is a border like its surroundings)")
@@ -161,6 +193,18 @@ def main():
         cells = [f"{r['tritongcn'][k]:.3f} / {r['telea'][k]:.3f} / {f:.3f}" for k, f in zip(columns, floor)]
         print(f"| {r['texture']} | {r['hole']} px | " + " | ".join(cells) +
               f" | {r['tritongcn']['seconds']:.1f} / {r['telea']['seconds']:.3f} |")
+
+
+def main():
+    args = parse_args()
+    holes = sorted(int(h) for h in args.holes.split(","))
+    settings = {**MODEL_SETTINGS, **learn_settings(args.set)}  # as `tritongcn complete` learns
+    rows, panels = [], []
+    for texture in args.textures:
+        texture_rows, texture_panels = bench_texture(texture, args, holes, settings)
+        rows += texture_rows
+        panels += texture_panels
+    print_table(rows)
     append_results(args.out, "complete", rows)
     if args.picture and panels:
         save_png(contact_sheet(torch.stack([p.expand(3, -1, -1) if p.shape[0] == 1 else p for p in panels]),

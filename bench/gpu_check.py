@@ -85,11 +85,57 @@ def check_model(device, smoke):
     return bench_model(device, SMOKE_LAYERS if smoke else TEXTURE_LAYERS)
 
 
+def step_times(model, chains: int, size: int, precisions, repeats: int, device):
+    """Seconds of each variant of one Langevin step of `chains` chains of `size` px, `repeats` times each
+    after a warm-up, interleaved; and the seconds of our first call in each precision (compile and tune)."""
+    from tritongcn.sampler import langevin
+
+    x = torch.randn(chains, 3, size, size, device=device) * 30
+    runs, first = {}, {}
+    for precision in precisions:
+        def ours(precision=precision):
+            langevin(model, x, 1, 0.3, 1.0, seed=0, backend="triton", precision=precision)
+        start = time.perf_counter()
+        ours()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        first[precision] = time.perf_counter() - start
+        runs[f"ours {precision}"] = ours
+    for precision in precisions:  # the torch backend: cuDNN convolutions and the bits
+        runs[f"torch {precision}"] = lambda p=precision: langevin(model, x, 1, 0.3, 1.0, seed=0,
+                                                                  backend="torch", precision=p)
+    runs["autograd"] = lambda: autograd_langevin(model, x, 1, 0.3, 1.0)
+    if device.type == "cuda":
+        def autograd_bf16():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                autograd_langevin(model, x, 1, 0.3, 1.0)
+        runs["autograd bf16"] = autograd_bf16
+    for fn in runs.values():  # warm-up: cuDNN's algorithm search, allocator
+        fn()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):  # interleaved, so drifting clocks hit every variant alike
+        for name, fn in runs.items():
+            times[name].append(event_seconds(fn, device))
+    return times, first
+
+
+def print_step_row(chains: int, size: int, rate: dict, first: dict) -> None:
+    """A line of section_step's table: chain-steps/s of each variant, their ratios, the first calls' s."""
+    def fmt(name):
+        return f"{rate[name]:>10.0f}" if name in rate else f"{'-':>10}"
+
+    def ratio(a, b):
+        return f"{rate[a] / rate[b]:>6.2f}" if a in rate and b in rate else f"{'-':>6}"
+
+    print(f"{chains:>6} {size:>4}  {fmt('ours float32')} {fmt('ours bfloat16')} {fmt('autograd')} "
+          f"{fmt('autograd bf16')}  {ratio('ours float32', 'autograd')} {ratio('ours bfloat16', 'autograd bf16')} "
+          f"{ratio('ours bfloat16', 'autograd'):>9}  {fmt('torch float32')} {fmt('torch bfloat16')}  "
+          + ", ".join(f"{s:.1f}" for s in first.values()))
+
+
 def section_step(device, args, out):
     """Whole Langevin steps (input gradient + update), ours against autograd, interleaved."""
     smoke, repeats = args.smoke, (1 if args.smoke else args.repeats)
-    from tritongcn.sampler import langevin
-
     model = check_model(device, smoke)
     configs = [(2, 18)] if smoke else STEP_CONFIGS
     precisions = ["float32"] if smoke else ["float32", "bfloat16"]
@@ -100,33 +146,8 @@ def section_step(device, args, out):
           f"{'fp32 x':>6} {'bf16 x':>6} {'bf16/ag32':>9}  {'torch fp32':>10} {'torch bf16':>10}  "
           "first call s (fp32, bf16)")
     for chains, size in configs:
-        x = torch.randn(chains, 3, size, size, device=device) * 30
         try:
-            runs, first = {}, {}
-            for precision in precisions:
-                def ours(precision=precision):
-                    langevin(model, x, 1, 0.3, 1.0, seed=0, backend="triton", precision=precision)
-                start = time.perf_counter()
-                ours()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                first[precision] = time.perf_counter() - start
-                runs[f"ours {precision}"] = ours
-            for precision in precisions:  # the torch backend: cuDNN convolutions and the bits
-                runs[f"torch {precision}"] = lambda p=precision: langevin(model, x, 1, 0.3, 1.0, seed=0,
-                                                                          backend="torch", precision=p)
-            runs["autograd"] = lambda: autograd_langevin(model, x, 1, 0.3, 1.0)
-            if device.type == "cuda":
-                def autograd_bf16():
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        autograd_langevin(model, x, 1, 0.3, 1.0)
-                runs["autograd bf16"] = autograd_bf16
-            for fn in runs.values():  # warm-up: cuDNN's algorithm search, allocator
-                fn()
-            times = {name: [] for name in runs}
-            for _ in range(repeats):  # interleaved, so drifting clocks hit every variant alike
-                for name, fn in runs.items():
-                    times[name].append(event_seconds(fn, device))
+            times, first = step_times(model, chains, size, precisions, repeats, device)
         except torch.OutOfMemoryError:
             print(f"{chains:>6} {size:>4}  out of memory, skipped")
             torch.cuda.empty_cache()
@@ -136,21 +157,9 @@ def section_step(device, args, out):
             rows.append({"chains": chains, "size": size, "error": f"{type(err).__name__}: {str(err)[-2000:]}"})
             continue
         rate = {name: chains / sorted(t)[len(t) // 2] for name, t in times.items()}
-        row = {"chains": chains, "size": size, "chain_steps_per_s": rate, "first_call_s": first}
-        rows.append(row)
-
-        def fmt(name):
-            return f"{rate[name]:>10.0f}" if name in rate else f"{'-':>10}"
-
-        def ratio(a, b):
-            return f"{rate[a] / rate[b]:>6.2f}" if a in rate and b in rate else f"{'-':>6}"
-
-        print(f"{chains:>6} {size:>4}  {fmt('ours float32')} {fmt('ours bfloat16')} {fmt('autograd')} "
-              f"{fmt('autograd bf16')}  {ratio('ours float32', 'autograd')} {ratio('ours bfloat16', 'autograd bf16')} "
-              f"{ratio('ours bfloat16', 'autograd'):>9}  {fmt('torch float32')} {fmt('torch bfloat16')}  "
-              + ", ".join(f"{s:.1f}" for s in first.values()))
-        x = None  # frees the chains before the next size (the closures above hold the name, not the tensor)
-        if device.type == "cuda":
+        rows.append({"chains": chains, "size": size, "chain_steps_per_s": rate, "first_call_s": first})
+        print_step_row(chains, size, rate, first)
+        if device.type == "cuda":  # the chains went with step_times: their memory goes back before the next size
             torch.cuda.empty_cache()
     return rows
 
@@ -241,75 +250,90 @@ BLOCK_CANDIDATES = [{}] + [{"BLOCK_M": m, "num_warps": w, "num_stages": s}
                            for m, w, s in [(64, 4, 3), (128, 4, 3), (128, 8, 3), (128, 4, 4), (256, 8, 3), (64, 4, 5)]]
 
 
+def bench_seconds(fn, device):
+    """Seconds of one call of fn: triton's median over many calls on a GPU, one call elsewhere."""
+    import triton.testing
+
+    if device.type != "cuda":
+        return event_seconds(fn, device)
+    return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median") / 1e3
+
+
+def candidate_ms(fn, candidates, device) -> dict:
+    """ms of one call of fn (which launches our kernels) with each block shape in candidates, keyed by the
+    shape's JSON; the exception's name for a shape that fails."""
+    from tritongcn.kernels import launch
+
+    times = {}
+    for cand in candidates:
+        launch.BLOCK_OVERRIDE = cand
+        try:
+            times[json.dumps(cand)] = 1e3 * bench_seconds(fn, device)
+        except Exception as err:  # a shape the compiler refuses (shared memory)
+            times[json.dumps(cand)] = type(err).__name__
+        finally:
+            launch.BLOCK_OVERRIDE = {}
+    return times
+
+
+def layer_block_rows(model, x, arithmetic, candidates, device) -> list:
+    """section_blocks' rows of one arithmetic (name, dtype, TF32 on): each layer's forward and transpose,
+    cuDNN's ms and ours with each candidate block shape, each printed as it comes."""
+    from tritongcn.kernels import channel_alignment, launch
+
+    name, dtype, tf32_on = arithmetic
+    rows = []
+    with tf32(tf32_on):
+        weights = model.kernel_weights(dtype, channel_alignment("triton", device))
+        h_ref, h, ins, masks = x.to(dtype), x, [], []
+        for i, (spec, conv) in enumerate(zip(model.layers, model.convs)):
+            w_ref, b_ref = conv.weight.to(dtype), conv.bias.to(dtype)
+            w, b = weights[i]
+            pre = F.conv2d(h_ref, w_ref, b_ref, spec.stride, spec.padding)
+            relu = torch.relu(pre)
+            g_ref = torch.randn_like(relu)
+            line = {"arith": name, "layer": i + 1, "direction": "forward",
+                    "cudnn_ms": 1e3 * bench_seconds(lambda: torch.relu(F.conv2d(h_ref, w_ref, b_ref, spec.stride,
+                                                                                spec.padding)), device)}
+            line["ours_ms"] = candidate_ms(lambda: conv_relu_mask(h, w, b, spec.stride, spec.padding,
+                                                                  backend="triton"), candidates, device)
+            rows.append(line)
+            line_t = {"arith": name, "layer": i + 1, "direction": "transpose",
+                      "cudnn_ms": 1e3 * bench_seconds(lambda: torch.nn.grad.conv2d_input(
+                          h_ref.shape, w_ref, torch.ops.aten.threshold_backward(g_ref, relu, 0), spec.stride,
+                          spec.padding), device)}
+            ins.append(h)
+            h, mask = conv_relu_mask(h, w, b, spec.stride, spec.padding, backend="triton")
+            masks.append(mask)
+            h_ref = relu
+            # The gradient arriving as grad_input makes it: gated already, channels last.
+            g = torch.randn(h.shape, device=device, dtype=dtype).contiguous(
+                memory_format=launch.activation_format(h.shape[1]))
+            below = masks[i - 1] if i else None
+            line_t["ours_ms"] = candidate_ms(lambda: masked_conv_transpose(
+                g, mask, w, spec.stride, spec.padding, ins[i].shape, backend="triton", g_gated=True,
+                gate_output=below), candidates, device)
+            rows.append(line_t)
+            for row in (line, line_t):
+                print(f"{name} L{i + 1} {row['direction']:<9} cuDNN {row['cudnn_ms']:7.3f}  " + "  ".join(
+                    f"{v:7.3f}" if isinstance(v, float) else v for v in row["ours_ms"].values()))
+    return rows
+
+
 def section_blocks(device, args, out):
     """Each kernel of each layer with other block shapes than the rule's ({}), against cuDNN, at 256 chains
     of 224 px: the data the rule in kernels/launch.py is chosen from. Our kernels run as grad_input runs
     them (channels padded, activations channels last, gradients gated where produced); cuDNN as autograd
     runs it (NCHW, the layer's own channels)."""
-    import triton.testing
-
-    from tritongcn.kernels import channel_alignment, launch
-
     smoke = args.smoke
     model = check_model(device, smoke)
     n, size = (2, 24) if smoke else (256, 224)
     candidates = BLOCK_CANDIDATES[:2 if smoke else 4 if args.quick else None]
     x = torch.randn(n, 3, size, size, device=device) * 30
-
-    def bench(fn):
-        if device.type != "cuda":
-            return event_seconds(fn, device)
-        return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median") / 1e3
-
-    def timed_candidates(fn):
-        times = {}
-        for cand in candidates:
-            launch.BLOCK_OVERRIDE = cand
-            try:
-                times[json.dumps(cand)] = 1e3 * bench(fn)
-            except Exception as err:  # a shape the compiler refuses (shared memory)
-                times[json.dumps(cand)] = type(err).__name__
-            finally:
-                launch.BLOCK_OVERRIDE = {}
-        return times
-
     rows = []
     print(f"\n== block shapes: ms per call at {n} chains of {size} px (cuDNN first; {{}} is the rule) ==")
-    for name, dtype, tf32_on in arithmetics(device)[1:] if device.type == "cuda" else arithmetics(device):
-        with tf32(tf32_on):
-            weights = model.kernel_weights(dtype, channel_alignment("triton", device))
-            h_ref, h, ins, masks = x.to(dtype), x, [], []
-            for i, (spec, conv) in enumerate(zip(model.layers, model.convs)):
-                w_ref, b_ref = conv.weight.to(dtype), conv.bias.to(dtype)
-                w, b = weights[i]
-                pre = F.conv2d(h_ref, w_ref, b_ref, spec.stride, spec.padding)
-                relu = torch.relu(pre)
-                g_ref = torch.randn_like(relu)
-                line = {"arith": name, "layer": i + 1, "direction": "forward",
-                        "cudnn_ms": 1e3 * bench(lambda: torch.relu(F.conv2d(h_ref, w_ref, b_ref, spec.stride,
-                                                                            spec.padding)))}
-                line["ours_ms"] = timed_candidates(lambda: conv_relu_mask(h, w, b, spec.stride, spec.padding,
-                                                                          backend="triton"))
-                rows.append(line)
-                line_t = {"arith": name, "layer": i + 1, "direction": "transpose",
-                          "cudnn_ms": 1e3 * bench(lambda: torch.nn.grad.conv2d_input(
-                              h_ref.shape, w_ref, torch.ops.aten.threshold_backward(g_ref, relu, 0), spec.stride,
-                              spec.padding))}
-                ins.append(h)
-                h, mask = conv_relu_mask(h, w, b, spec.stride, spec.padding, backend="triton")
-                masks.append(mask)
-                h_ref = relu
-                # The gradient arriving as grad_input makes it: gated already, channels last.
-                g = torch.randn(h.shape, device=device, dtype=dtype).contiguous(
-                    memory_format=launch.activation_format(h.shape[1]))
-                below = masks[i - 1] if i else None
-                line_t["ours_ms"] = timed_candidates(lambda: masked_conv_transpose(
-                    g, mask, w, spec.stride, spec.padding, ins[i].shape, backend="triton", g_gated=True,
-                    gate_output=below))
-                rows.append(line_t)
-                for row in (line, line_t):
-                    print(f"{name} L{i + 1} {row['direction']:<9} cuDNN {row['cudnn_ms']:7.3f}  " + "  ".join(
-                        f"{v:7.3f}" if isinstance(v, float) else v for v in row["ours_ms"].values()))
+    for arithmetic in arithmetics(device)[1:] if device.type == "cuda" else arithmetics(device):
+        rows += layer_block_rows(model, x, arithmetic, candidates, device)
     print("candidates:", "  ".join(json.dumps(c) for c in candidates))
     return rows
 
