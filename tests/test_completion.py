@@ -332,7 +332,7 @@ def test_expand_grows_the_image_and_tiles_when_periodic(tmp_path, model_path):
     image = texture_file(tmp_path / "tex.png", size=40)
     out = tmp_path / "grown"
     result = CliRunner().invoke(main, ["expand", str(image), str(model_path), "--size", "70x50", "--at", "5,4",
-                                       "--periodic", "--out", str(out)])
+                                       "--tile", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "expanding to 72x51" in result.output  # rounded up to the net's stride of 3
     grown = _png(out / "expanded.png")

@@ -73,7 +73,7 @@ def test_eval_command_prints_a_table_and_json(tmp_path):
     assert result.exit_code == 0, result.output
     assert "real_crops" in result.output and "random_phase" in result.output and "white_noise" in result.output
     result = CliRunner().invoke(main, args + ["--json"])
-    figures = __import__("json").loads(result.output)
+    figures = __import__("json").loads(result.stdout)  # the progress line goes to standard error
     assert figures["samples_evaluated"] == 2 and figures["crop"] == 64
     assert figures["real_crops"]["patch_swd"] < figures["white_noise"]["patch_swd"]
 

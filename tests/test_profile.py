@@ -58,7 +58,7 @@ def test_profile_command_reads_a_learned_model_and_its_boundary(model_path, tmp_
     assert result.exit_code == 0, result.output
     assert "autograd loop" not in result.output and str(model_path) in result.output
     assert "periodic boundary" in result.output  # the model was learned on the torus
-    result = CliRunner().invoke(main, args + ["--boundary", "zero"])
+    result = CliRunner().invoke(main, args + ["--zero-padding"])
     assert result.exit_code == 0 and "zero boundary" in result.output
 
 
@@ -69,7 +69,7 @@ def test_profile_refuses_bfloat16_on_the_triton_interpreter_in_one_line():
 
 
 def test_profile_rounds_a_periodic_size_up_to_the_stride_as_sample_does():
-    result = CliRunner().invoke(main, ["profile", "--boundary", "periodic", "--chains", "1", "--size", "37",
+    result = CliRunner().invoke(main, ["profile", "--periodic", "--chains", "1", "--size", "37",
                                        "--steps", "1", "--no-compare", "--precision", "float32"])
     assert result.exit_code == 0, result.output
     assert "profiling at 39 px" in result.output and "1 chain of 39 px" in result.output

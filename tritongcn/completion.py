@@ -94,6 +94,24 @@ def work_region(unknown: torch.Tensor, model: GenerativeConvNet) -> Region:
     return Region(top, left, height, width)
 
 
+def chain_region(unknown: torch.Tensor, model: GenerativeConvNet, periodic: bool, shape) -> Region:
+    """The region of an image of `shape` (H, W) that the chains of a completion sample, the one rule: the
+    whole image on the torus when `periodic` (sides multiples of the net's stride), else `work_region`."""
+    h, w = shape
+    if unknown.shape != (h, w):
+        raise ValueError(f"a mask of {tuple(unknown.shape)} for an image of {h}x{w}")
+    if unknown.all():
+        raise ValueError("every pixel is unknown: nothing is left to complete the image from")
+    if not periodic:
+        return work_region(unknown, model)
+    if h % model.total_stride() or w % model.total_stride():
+        raise ValueError(f"a periodic completion needs sides that are multiples of {model.total_stride()}, "
+                         f"got {h}x{w}")
+    if not unknown.any():
+        raise ValueError("no pixel is unknown: there is nothing to complete")
+    return Region(0, 0, h, w)
+
+
 def _overlap(region: Region, shape) -> tuple:
     """(slices in the image, slices in the region) of their common part, for an image of `shape` (H, W)."""
     top, left = max(region.top, 0), max(region.left, 0)
@@ -104,52 +122,49 @@ def _overlap(region: Region, shape) -> tuple:
     return image, inside
 
 
+def _region_level(model: GenerativeConvNet, pixels: torch.Tensor, unknown: torch.Tensor, mean: torch.Tensor,
+                  region: Region) -> torch.Tensor:
+    """(1, C, h, w): the surroundings' level over `region` of the image `pixels` (C, H, W), the mean colour
+    where the region lies outside the image.
+
+    The chains are centred on it instead of the mean colour: the model's reference Gaussian then pulls the
+    unknown pixels to the shading around them, which the zero-mean first-layer filters do not see (a
+    constant level adds nothing to f); centred on the mean colour, a hole in a darker or lighter part of the
+    image fills at the image's average brightness. Only the image within the blur's reach of the region
+    counts: a small hole in a large photo blurs a crop, not the whole photo (17 s for 12 Mpx on 2 cores)."""
+    mean, blur = mean.float().cpu(), LEVEL_BLUR * model.receptive_field()
+    reach = _blur_reach(blur)
+    grown = Region(region.top - reach, region.left - reach, region.height + 2 * reach, region.width + 2 * reach)
+    crop, grown_part = _overlap(grown, pixels.shape[1:])
+    level = mean.view(1, -1, 1, 1).repeat(1, 1, grown.height, grown.width)  # outside the image: the mean
+    level[(0, slice(None)) + grown_part] = surroundings_level(pixels[(slice(None),) + crop], ~unknown[crop],
+                                                             mean, blur)
+    return level[:, :, reach:reach + region.height, reach:reach + region.width]
+
+
 @torch.no_grad()
 def complete(model: GenerativeConvNet, image: torch.Tensor, unknown: torch.Tensor, *, mean: torch.Tensor,
              steps: int, step_size: float, chains: int = 1, seed: int = 0, init: str = "spectrum",
-             start_kernel: torch.Tensor | None = None, periodic: bool = False,
+             start_kernel: torch.Tensor | None = None, periodic: bool = False, region: Region | None = None,
              finish_steps: int = FINISH_STEPS, progress=None, **bank_options) -> torch.Tensor:
     """`chains` completions (K, C, H, W) in [0, 255] of `image` (C, H, W) in [0, 255], whose pixels are
     unknown where the (H, W) bool `unknown` is set: sampled by `steps` Langevin steps of `step_size` from
     `init` (see tritongcn.starts; "spectrum" needs the model's `start_kernel`) and `finish_steps`
     noise-free ones, each chain with its own noise; the known pixels are returned exactly. `mean` (C,) is
     the colour the model's images were centred on. `periodic=True` samples the whole image on the torus
-    (sides multiples of the net's stride), so the result tiles. `progress(chain_steps)` is told of each
+    (sides multiples of the net's stride), so the result tiles; `region`, `chain_region`'s answer where the
+    caller has it already. `progress(chain_steps)` is told of each
     chunk of work; `bank_options` go to ChainBank (memory_budget, backend, device, precision, notify).
     """
     channels, h, w = image.shape
     if channels != model.in_channels:
         raise ValueError(f"a {channels}-channel image cannot be completed by a model of {model.in_channels} "
                          "channels")
-    if unknown.shape != (h, w):
-        raise ValueError(f"a mask of {tuple(unknown.shape)} for an image of {h}x{w}")
     unknown = unknown.bool().cpu()
-    if unknown.all():
-        raise ValueError("every pixel is unknown: nothing is left to complete the image from")
-    if periodic:
-        if h % model.total_stride() or w % model.total_stride():
-            raise ValueError(f"a periodic completion needs sides that are multiples of {model.total_stride()}, "
-                             f"got {h}x{w}")
-        region = Region(0, 0, h, w)
-        if not unknown.any():
-            raise ValueError("no pixel is unknown: there is nothing to complete")
-    else:
-        region = work_region(unknown, model)
+    region = region or chain_region(unknown, model, periodic, (h, w))
     image_part, region_part = _overlap(region, (h, w))
-    # The chains are centred on the surroundings' level instead of the mean colour: the model's reference
-    # Gaussian then pulls the unknown pixels to the shading around them, which the zero-mean first-layer
-    # filters do not see (a constant level adds nothing to f); centred on the mean colour, a hole in a
-    # darker or lighter part of the image fills at the image's average brightness.
-    # Only the image within the blur's reach of the region counts: a small hole in a large photo blurs a
-    # crop, not the whole photo (17 s for 12 Mpx on 2 cores).
-    pixels, mean, blur = image.float().cpu(), mean.float().cpu(), LEVEL_BLUR * model.receptive_field()
-    reach = _blur_reach(blur)
-    grown = Region(region.top - reach, region.left - reach, region.height + 2 * reach, region.width + 2 * reach)
-    crop, grown_part = _overlap(grown, (h, w))
-    level = mean.view(1, -1, 1, 1).repeat(1, 1, grown.height, grown.width)  # outside the image: the mean
-    level[(0, slice(None)) + grown_part] = surroundings_level(pixels[(slice(None),) + crop], ~unknown[crop],
-                                                             mean, blur)
-    level = level[:, :, reach:reach + region.height, reach:reach + region.width]
+    pixels = image.float().cpu()
+    level = _region_level(model, pixels, unknown, mean, region)
     values = torch.zeros(1, channels, region.height, region.width)
     known = torch.zeros(1, 1, region.height, region.width, dtype=torch.bool)  # outside the image: unknown
     values[(0, slice(None)) + region_part] = pixels[(slice(None),) + image_part]

@@ -88,14 +88,14 @@ class LearnConfig:
                                     "the paper's object net with one top filter over the whole map, for a folder "
                                     "of aligned images, learned by the paper's recipe.", choices=MODELS)
     image_size: int = setting(224, "Training images: shorter side resized to this, then a centred square crop "
-                                   "[the images' smallest side for objects].", low=8, high=4096)
+                                   "[default: 224; the images' smallest side for objects]", low=8, high=4096)
     # 0: the training image's side rounded up to the net's total stride (`image_sample_size`).
-    sample_size: int = setting(0, "Side of the samples drawn at the end and by `sample` [--image-size rounded "
-                                  "up to the net's stride: 225 for 224].", low=8, high=4096)
+    sample_size: int = setting(0, "Side of the samples drawn at the end and by `sample` [default: --image-size "
+                                  "rounded up to the net's stride, 225 for 224]", low=8, high=4096)
     # 0: half the training image's side (`learning_chain_size`): a texture is a field of local statistics,
     # and three receptive fields of it cost a quarter of a full-size chain per step.
-    chain_size: int = setting(0, "Side of the learning chains [half --image-size, rounded up to the stride: "
-                                 "114 for 224].", low=8, high=4096)
+    chain_size: int = setting(0, "Side of the learning chains [default: half --image-size, rounded up to the "
+                                 "stride, 114 for 224]", low=8, high=4096)
     chains: int = setting(8, "Learning chains.", low=1, high=1 << 20)
     langevin_steps: int = setting(3, "Langevin steps between weight updates (L).", low=1, high=10000)
     # Inside one ReLU piece a step closes eps^2 / (2 sigma^2) of the way to the piece's mode: half at 1.

@@ -132,7 +132,7 @@ PS_MISSING = "not computed: it needs plenoptic, pip install 'tritongcn[eval]'"
 
 def evaluate(texture: torch.Tensor, samples: torch.Tensor, crop: int | None = None, crops: int = 64,
              seed: int = 0, use_ps: bool | None = None, others: dict | None = None,
-             references: bool = True) -> dict:
+             references: bool = True, progress=None) -> dict:
     """Figures for the samples and the three references (see the module's docstring).
 
     `texture` is the preprocessed training image (C, H, W) in [0, 255]; `samples` are (N, C, h, w) in
@@ -141,6 +141,8 @@ def evaluate(texture: torch.Tensor, samples: torch.Tensor, crop: int | None = No
     `others` ({name: images}) are more sets scored the same way in the same pass (the default crop then
     fits them too), each under its name. `references=False` leaves the three references out (the same
     crops are drawn, so the other figures do not change): for scoring many sets against one texture.
+    `progress(name)` is told when the reference's statistics and each set's figures are done
+    (`evaluation_steps` in all).
     """
     others = others or {}
     if texture.dim() != 3 or any(s.dim() != 4 or s.shape[1] != texture.shape[0]
@@ -163,6 +165,8 @@ def evaluate(texture: torch.Tensor, samples: torch.Tensor, crop: int | None = No
                        if name != "samples"})
     use_ps = portilla_simoncelli_available() if use_ps is None else use_ps
     ref_stats = ps_statistics(reference) if use_ps else None
+    progress = progress or (lambda name: None)
+    progress("reference")
     result = {"crop": crop, "crops": crops, "seed": seed}
     if not use_ps:  # said in the file, so that a missing figure is never read as a lost one
         result["ps_z"] = PS_MISSING if not portilla_simoncelli_available() else "not computed (use_ps=False)"
@@ -172,4 +176,10 @@ def evaluate(texture: torch.Tensor, samples: torch.Tensor, crop: int | None = No
         if use_ps:
             figures["ps_z"] = ps_z(ref_stats, ps_statistics(images))
         result[name] = figures
+        progress(name)
     return result
+
+
+def evaluation_steps(others: int = 0, references: bool = True) -> int:
+    """How many times `evaluate` tells its `progress`: the reference, the samples, the others, the references."""
+    return 2 + others + (3 if references else 0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import LearnConfig
 from ..progress import Progress, format_seconds
-from .common import Reporter, RunError, chain_start, load_model, sample_name, usable_device
+from .common import Reporter, RunError, chain_start, claim_out_dir, load_model, sample_name, usable_device
 
 # A given model whose training images were this many times larger or smaller than the image to fill
 # likely learned the texture at another scale: said so, with the option that rescales the image.
@@ -54,14 +54,14 @@ class CompleteRun:
 @dataclass
 class ExpandRun:
     """One `tritongcn expand`: `image` placed on a canvas of `size` (width, height) with its top-left
-    corner at `at` (x, y; default centred), the rest sampled. `periodic`: the canvas is a torus and the
+    corner at `at` (x, y; default centred), the rest sampled. `tile`: the canvas is a torus and the
     result tiles."""
 
     image: Path
     out_dir: Path
     size: tuple
     at: tuple | None = None
-    periodic: bool = False
+    tile: bool = False
     settings: FillSettings = None
 
     def __post_init__(self):
@@ -76,13 +76,14 @@ def complete(run: CompleteRun, report: Reporter | None = None) -> Path:
 
     report = report or Reporter()
     s = run.settings
-    _check_out_dir(run.out_dir, "completed.png", s)
+    _claim(run.out_dir, "completed.png", s)
     raw, image = _load(run.image, s.image_size, report)
     unknown = preprocess_mask(unknown_pixels(run.mask, run.hole, [run.image], [raw]), min(image.shape[1:]),
                               crop=False)
     model_path = _model(run.image, image, s, run.out_dir, report, mask=run.mask, hole=run.hole)
     start = time.perf_counter()
-    results, info = _fill(model_path, image, unknown, s, periodic=False, what="completing", report=report)
+    results, info = _fill(load_model(model_path), model_path, image, unknown, s, periodic=False, what="completing",
+                          report=report)
     _write(run.out_dir, "completed.png", "completions", results)
     _save_mask(unknown, run.out_dir / "mask.png")
     _save_before_after(image, unknown, results[0], run.out_dir / "before_after.png")
@@ -94,54 +95,58 @@ def complete(run: CompleteRun, report: Reporter | None = None) -> Path:
 
 
 def expand(run: ExpandRun, report: Reporter | None = None) -> Path:
-    """Write expanded.png (and expansions/ with several chains), before_after.png, tiled.png when periodic
+    """Write expanded.png (and expansions/ with several chains), before_after.png, tiled.png with `tile`
     and expand.json to the output folder, and return it."""
     from ..completion import canvas
-    from ..config import stride_multiple
-    from ..geometry import TEXTURE_LAYERS, total_stride
 
     report = report or Reporter()
     s = run.settings
-    _check_out_dir(run.out_dir, "expanded.png", s)
+    _claim(run.out_dir, "expanded.png", s)
     _, image = _load(run.image, s.image_size, report)
-    width, height = run.size
-    if width < image.shape[2] or height < image.shape[1]:
-        raise RunError(f"{width}x{height} is smaller than the image ({image.shape[2]}x{image.shape[1]}"
-                       f"{' after --image-size' if s.image_size else ''}): nothing to grow", option="--size")
-    loaded = load_model(s.model_path) if run.periodic and s.model_path else None  # read once, _fill uses it too
-    if run.periodic:  # the stride of the model given, or of the texture net learned
-        stride = loaded[1].total_stride() if loaded else total_stride(TEXTURE_LAYERS)
-        if width % stride or height % stride:
-            width, height = stride_multiple(width, stride), stride_multiple(height, stride)
-            report.say(f"a periodic canvas needs sides that are multiples of {stride}: expanding to {width}x{height}")
+    loaded = load_model(s.model_path) if s.model_path else None  # read once, _fill uses it too
+    width, height = _canvas_size(run, image, loaded, report)
     try:  # checked before any learning
         board, unknown = canvas(image, height, width, run.at)
     except ValueError as err:
         raise RunError(str(err), option="--at" if run.at else "--size") from None
     model_path = _model(run.image, image, s, run.out_dir, report)
     start = time.perf_counter()
-    results, info = _fill(model_path, board, unknown, s, periodic=run.periodic, what="expanding", report=report,
-                          loaded=loaded)
+    results, info = _fill(loaded or load_model(model_path), model_path, board, unknown, s, periodic=run.tile,
+                          what="expanding", report=report, side=min(image.shape[1:]))
     _write(run.out_dir, "expanded.png", "expansions", results)
     _save_before_after(board, unknown, results[0], run.out_dir / "before_after.png")
-    if run.periodic:
+    if run.tile:
         from ..images import save_png
 
         save_png(results[0].repeat(1, 2, 2), run.out_dir / "tiled.png")
-    info.update(image=str(run.image), size=[width, height], periodic=run.periodic,
-                seconds=round(time.perf_counter() - start, 2))
+    info.update(image=str(run.image), size=[width, height], tile=run.tile, seconds=round(time.perf_counter() - start, 2))
     _save_info(info, run.out_dir / "expand.json")
-    extras = ((", expansions/" if len(results) > 1 else "") + ", before_after.png"
-              + (", tiled.png" if run.periodic else ""))
+    extras = ((", expansions/" if len(results) > 1 else "") + ", before_after.png" + (", tiled.png" if run.tile else ""))
     report.say(f"expanded to {width}x{height} in {format_seconds(info['seconds'])}: {run.out_dir}/expanded.png{extras}")
     return run.out_dir
 
 
-def _check_out_dir(out_dir: Path, product: str, s: FillSettings) -> None:
-    if (out_dir / product).exists() and not s.overwrite:
-        raise RunError(f"{out_dir} already holds {product}: pass --overwrite to replace it or choose another --out")
-    if (out_dir / "model.pt").exists():
-        raise RunError(f"{out_dir} holds a learned model (model.pt): choose another --out")
+def _canvas_size(run: ExpandRun, image, loaded: tuple | None, report: Reporter) -> tuple:
+    """(width, height) of the canvas: as asked, at least the image's, and for a tiling result rounded up to
+    the stride of the model given, or of the texture net learned."""
+    from ..config import stride_multiple
+    from ..geometry import TEXTURE_LAYERS, total_stride
+
+    width, height = run.size
+    if width < image.shape[2] or height < image.shape[1]:
+        raise RunError(f"{width}x{height} is smaller than the image ({image.shape[2]}x{image.shape[1]}"
+                       f"{' after --image-size' if run.settings.image_size else ''}): nothing to grow",
+                       option="--size")
+    stride = loaded[1].total_stride() if loaded else total_stride(TEXTURE_LAYERS)
+    if run.tile and (width % stride or height % stride):
+        width, height = stride_multiple(width, stride), stride_multiple(height, stride)
+        report.say(f"a tiling canvas needs sides that are multiples of {stride}: expanding to {width}x{height}")
+    return width, height
+
+
+def _claim(out_dir: Path, product: str, s: FillSettings) -> None:
+    """The output folder, by the one rule (its --resume is the learning's, in out_dir / "model")."""
+    claim_out_dir(out_dir, product, overwrite=s.overwrite, foreign={"model.pt": "a learned model"})
 
 
 def _load(path: Path, image_size: int | None, report: Reporter):
@@ -194,47 +199,54 @@ def fill_runaway_advice(side: int) -> str:
     return f"{larger}a MODEL learned by `tritongcn learn` from a whole image of the texture may fill better"
 
 
-def _fill(model_path: Path, image, unknown, s: FillSettings, periodic: bool, what: str, report: Reporter,
-          loaded: tuple | None = None):
-    """(completions (K, C, H, W) in [0, 255], their settings for the json) of `image` with `unknown` pixels;
-    `loaded`: `load_model(model_path)` if the caller has read it already."""
-    from ..completion import FINISH_STEPS, complete, work_region
-    from ..config import LearnConfig
+def _fill(loaded: tuple, model_path: Path, image, unknown, s: FillSettings, periodic: bool, what: str,
+          report: Reporter, side: int | None = None):
+    """(completions (K, C, H, W) in [0, 255], their settings for the json) of `image` with `unknown` pixels,
+    by the model `loaded` (`load_model(model_path)`); `side`: the shorter side of the image itself, where
+    `image` is a canvas around it."""
+    from ..completion import FINISH_STEPS, chain_region, complete
     from ..precision import resolve_precision
 
-    state, model = loaded or load_model(model_path)
+    state, model = loaded
+    learned = _check_fill_model(state, model, model_path, image, s, side or min(image.shape[1:]), report)
+    init = chain_start(state, learned, None, model_path, report)
+    steps = learned.sample_steps if s.steps is None else s.steps
+    device = usable_device(s.device)
+    precision = resolve_precision(s.precision, device, s.backend)
+    model = model.to(device)
+    try:
+        region = chain_region(unknown, model, periodic, image.shape[1:])
+        label = (f"{what} {s.chains} {'chain' if s.chains == 1 else 'chains'} of {region.width}x{region.height} px "
+                 f"({precision})")
+        with Progress((steps + FINISH_STEPS) * s.chains, label) as bar:
+            results = complete(model, image, unknown, mean=state["mean"], steps=steps, step_size=learned.step_size,
+                               chains=s.chains, seed=s.seed, init=init, start_kernel=state.get("start_kernel"),
+                               periodic=periodic, region=region, progress=bar.update, device=device,
+                               backend=s.backend, precision=precision, notify=report.note)
+    except (ValueError, MemoryError) as err:
+        raise RunError(str(err)) from None
+    info = {"model": str(model_path), "chains": s.chains, "steps": steps, "finish_steps": FINISH_STEPS,
+            "seed": s.seed, "start": init, "precision": precision,
+            "pixels_sampled_per_chain": region.height * region.width}
+    return results, info
+
+
+def _check_fill_model(state: dict, model, model_path: Path, image, s: FillSettings, side: int, report: Reporter):
+    """The model's learning settings, once it is known to fill this image: a texture model of its kind of
+    colour; a note when the model given learned at another scale than the image's `side`."""
+    from ..config import LearnConfig
+
     learned = LearnConfig.from_dict(state["config"])
     if model.top != "sum":
         raise RunError(f"{model_path} is an object model: completion needs a texture model")
     if image.shape[0] != model.in_channels:
         raise RunError(f"the image has {image.shape[0]} channel{'s' if image.shape[0] > 1 else ''} and "
                        f"{model_path} models {model.in_channels}: both must be grayscale or both colour")
-    side = min(image.shape[1:])
     if s.model_path is not None and not 1 / SCALE_NOTE <= side / learned.image_size <= SCALE_NOTE:
         report.note(f"{model_path} learned its texture from {learned.image_size} px images and this image is "
                     f"{side} px: if its texture looks larger or smaller, --image-size {learned.image_size} "
                     "rescales the image first")
-    init = chain_start(state, learned, None, model_path, report)
-    steps = learned.sample_steps if s.steps is None else s.steps
-    device = usable_device(s.device)
-    precision = resolve_precision(s.precision, device, s.backend)
-    model = model.to(device)
-    region = None if periodic else work_region(unknown, model)
-    work = (image.shape[1] * image.shape[2] if periodic else region.height * region.width) * s.chains
-    label = (f"{what} {s.chains} {'chain' if s.chains == 1 else 'chains'} of "
-             f"{image.shape[2] if periodic else region.width}x{image.shape[1] if periodic else region.height} "
-             f"px ({precision})")
-    try:
-        with Progress((steps + FINISH_STEPS) * s.chains, label) as bar:
-            results = complete(model, image, unknown, mean=state["mean"], steps=steps, step_size=learned.step_size,
-                               chains=s.chains, seed=s.seed, init=init, start_kernel=state.get("start_kernel"),
-                               periodic=periodic, progress=bar.update, device=device, backend=s.backend,
-                               precision=precision, notify=report.note)
-    except (ValueError, MemoryError) as err:
-        raise RunError(str(err)) from None
-    info = {"model": str(model_path), "chains": s.chains, "steps": steps, "finish_steps": FINISH_STEPS,
-            "seed": s.seed, "start": init, "precision": precision, "pixels_sampled_per_chain": work // s.chains}
-    return results, info
+    return learned
 
 
 def _write(out_dir: Path, name: str, folder: str, results) -> None:
