@@ -131,32 +131,39 @@ def test_sigint_to_a_real_process_saves_a_checkpoint_and_exits_130(tmp_path):
     assert len(metrics.read_text().splitlines()) == len(saved["records"])
 
 
-def test_sampling_interrupted_by_a_signal_resumes_exactly(model_path, tmp_path, monkeypatch):
+@pytest.mark.parametrize("chunk, saved_steps", [
+    (None, [1, 1, 1]),  # the first segment is a single step of every chain; the signal ends the run after it
+    (1, [1, 0, 0]),  # one chain at a time: the stop comes between chunks, in the middle of a step
+])
+def test_sampling_interrupted_by_a_signal_resumes_exactly(model_path, tmp_path, monkeypatch, chunk, saved_steps):
     import tritongcn.chains
+    import tritongcn.runs.sampling
 
     def sample(out, *args):
         return CliRunner().invoke(main, ["sample", str(model_path), "--out", str(out), "--size", "36",
                                          "--chains", "3", "--steps", "6", "--init", "noise", *args])
 
     assert sample(tmp_path / "straight").exit_code == 0
-    advance, calls = tritongcn.chains.ChainBank.advance, []
+    langevin, calls = tritongcn.chains.langevin, []
 
-    def advance_and_signal(self, steps, progress=None):
-        calls.append(steps)
-        if len(calls) == 1:  # the first segment is a single step; the signal ends the run after it
+    def langevin_and_signal(*args, **kwargs):  # Ctrl-C while the first chunk of chains is stepped
+        calls.append(1)
+        if len(calls) == 1:
             os.kill(os.getpid(), signal.SIGINT)
-        return advance(self, steps, progress)
+        return langevin(*args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(tritongcn.chains.ChainBank, "advance", advance_and_signal)
+        m.setattr(tritongcn.chains, "langevin", langevin_and_signal)
+        if chunk:
+            m.setattr(tritongcn.runs.sampling, "_chunk", lambda *args: chunk)
         result = sample(tmp_path / "split")
     assert result.exit_code == 130 and "SIGINT" in result.output
     state = torch.load(tmp_path / "split" / "chains.pt", weights_only=True)
-    assert state["steps"].tolist() == [1, 1, 1]
+    assert state["steps"].tolist() == saved_steps
     assert sample(tmp_path / "split", "--resume").exit_code == 0
     straight = torch.load(tmp_path / "straight" / "chains.pt", weights_only=True)
     resumed = torch.load(tmp_path / "split" / "chains.pt", weights_only=True)
-    assert torch.equal(straight["x"], resumed["x"])
+    assert torch.equal(straight["x"], resumed["x"]) and resumed["steps"].tolist() == [6, 6, 6]
 
 
 def test_divergence_stops_within_an_iteration_and_keeps_the_last_good_checkpoint(tmp_path):

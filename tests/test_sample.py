@@ -157,3 +157,16 @@ def test_samples_run_at_the_sigma_the_model_was_learned_with(tmp_path):
     assert torch.load(out / "model.pt", weights_only=True)["model_config"]["sigma"] == 2.0
     assert run_sample(out / "model.pt", tmp_path / "s", "--chains", "1", "--steps", "1").exit_code == 0
     assert saved_chains(tmp_path / "s")["sigma"] == 2.0
+
+
+def test_animation_frames_are_at_most_512_px_across():
+    # 8 chains of 330 px made a 17 MB evolution.gif at full size.
+    from types import SimpleNamespace
+
+    from tritongcn.runs.sampling import GIF_WIDTH, _frame
+
+    bank = SimpleNamespace(x=torch.rand(8, 3, 330, 330) * 255)
+    frame = _frame(bank, torch.zeros(1, 3, 1, 1), 8)
+    assert frame.size == (GIF_WIDTH, GIF_WIDTH) == (512, 512)  # a 3 x 3 sheet of 330 px chains, shrunk
+    small = _frame(SimpleNamespace(x=torch.rand(2, 3, 36, 36) * 255), torch.zeros(1, 3, 1, 1), 2)
+    assert small.width < GIF_WIDTH  # small sheets keep their pixels

@@ -184,26 +184,49 @@ class ChainBank:
         if steps == 0:
             return
         for start, end, first_step in self._runs(len(self)):
-            while start < end:
-                stop = min(end, start + self.chunk_size)
-                try:
-                    self.x[start:stop] = langevin(self.model, self.x[start:stop], steps, self.step_size,
-                                                  self.sigma, seed=self.seed, backend=self.backend,
-                                                  first_step=first_step, boundary=self.boundary,
-                                                  chain_start=self.first_chain + start,
-                                                  total_chains=self.total_chains, precision=self.precision,
-                                                  bounds=self.bounds, known=self._known_slice(start, stop),
-                                                  noise=noise, temperature=temperature,
-                                                  graph_steps=self.graph_steps)
-                except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
-                    if not out_of_memory(err):
-                        raise
-                    self._halve_chunk(stop - start, err)  # the chunk's chains are untouched: try again
-                    continue
-                self.steps[start:stop] += steps
-                if progress is not None:
-                    progress(stop - start)
-                start = stop
+            self._advance_run(start, end, first_step, steps, progress, noise, temperature)
+
+    @torch.no_grad()
+    def advance_to(self, step: int, progress=None, stop=None, chunk: int | None = None) -> bool:
+        """Move every chain that is behind Langevin step `step` up to it, each by the steps it lacks (a stop
+        can leave chains at different counts), at most `chunk` chains at a time. `stop()` is asked before
+        each chunk: if it answers True the rest stay where they are, and so does the answer, False.
+        `progress(chain_steps)` is called after each chunk."""
+        for start, end, first_step in self._runs(len(self)):
+            if first_step < step:
+                steps = step - first_step
+                told = None if progress is None else (lambda chains, steps=steps: progress(chains * steps))
+                if not self._advance_run(start, end, first_step, steps, told, stop=stop, chunk=chunk):
+                    return False
+        return True
+
+    def _advance_run(self, start: int, end: int, first_step: int, steps: int, progress=None, noise: bool = True,
+                     temperature: float = 1.0, stop=None, chunk: int | None = None) -> bool:
+        """Chains start .. end - 1, all at `first_step`, moved `steps` steps in chunks that fit the memory
+        (and `chunk`); False if `stop()` ended it early."""
+        while start < end:
+            if stop is not None and stop():
+                return False
+            stop_at = min(end, start + min(self.chunk_size, chunk or len(self)))
+            try:
+                self.x[start:stop_at] = langevin(self.model, self.x[start:stop_at], steps, self.step_size,
+                                                 self.sigma, seed=self.seed, backend=self.backend,
+                                                 first_step=first_step, boundary=self.boundary,
+                                                 chain_start=self.first_chain + start,
+                                                 total_chains=self.total_chains, precision=self.precision,
+                                                 bounds=self.bounds, known=self._known_slice(start, stop_at),
+                                                 noise=noise, temperature=temperature,
+                                                 graph_steps=self.graph_steps)
+            except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
+                if not out_of_memory(err):
+                    raise
+                self._halve_chunk(stop_at - start, err)  # the chunk's chains are untouched: try again
+                continue
+            self.steps[start:stop_at] += steps
+            if progress is not None:
+                progress(stop_at - start)
+            start = stop_at
+        return True
 
     def _halve_chunk(self, chunk: int, err: BaseException) -> None:
         if chunk == 1:

@@ -14,6 +14,8 @@ PNG_LIMIT = 256  # format "auto": one PNG per chain up to this many chains, one 
 # Frames of evolution.gif after the first. Langevin chains are noisy and GIF compresses noise poorly: a
 # frame costs about 45 kB per 225 px chain, so 4 chains make a 4 MB animation (40 frames made 8 MB).
 GIF_FRAMES = 20
+# Its frames are shrunk to at most this many pixels across: 8 chains of 330 px made a 17 MB animation.
+GIF_WIDTH = 512
 
 
 @dataclass
@@ -70,11 +72,11 @@ def sample(run: SampleRun, report: Reporter | None = None) -> Path:
     steps = learned.sample_steps if run.steps is None else run.steps
     label = (f"sampling {run.chains} {'chain' if run.chains == 1 else 'chains'} of {size} px from {init} "
              f"({bank.precision})")
-    frames, elapsed, remaining = _advance(run, bank, steps, state["mean"], world, state_path, label, report)
+    frames, elapsed, work = _advance(run, bank, steps, state["mean"], world, state_path, label, report)
     _save_bank(bank, state_path)
     fmt = run.fmt if run.fmt != "auto" else "png" if run.chains <= PNG_LIMIT else "npz"
     _write_samples(bank, state["mean"].float().view(1, -1, 1, 1), out_dir, world, fmt, frames, report)
-    _write_stats(bank, out_dir, world, run.chains, elapsed, remaining, fmt, bool(frames), report)
+    _write_stats(bank, out_dir, world, run.chains, elapsed, work, fmt, bool(frames), report)
     finish(world)
     return out_dir
 
@@ -120,32 +122,35 @@ def _bank(run: SampleRun, model, learned: LearnConfig, state: dict, draw: dict, 
 
 
 def _advance(run: SampleRun, bank, steps: int, mean, world, state_path: Path, label: str, report: Reporter):
-    """Run the chains to `steps` in segments of about a second (the chains do not depend on how their steps
-    are split), so that Ctrl-C is answered soon, cut at the saving and animation points. (GIF frames, seconds,
-    steps run here)."""
+    """Run every chain to step `steps` in segments of about a second, in chunks of chains of about a second
+    each (the chains do not depend on how their steps are split), so that Ctrl-C is answered within about a
+    second; segments end at the saving and animation points. (GIF frames, seconds, chain-steps run here)."""
     from ..interrupts import stop_requests
 
-    remaining = max(0, steps - int(bank.steps.min()))
-    frame_every = max(1, remaining // GIF_FRAMES) if run.gif else 0
+    first = int(bank.steps.min())
+    work = int((steps - bank.steps).clamp_min(0).sum())
+    frame_every = max(1, (steps - first) // GIF_FRAMES) if run.gif else 0
     animated = min(run.gif, len(bank)) if world.is_main else 0
     mean = mean.float().view(1, -1, 1, 1)
     frames = [_frame(bank, mean, animated)] if animated else []
-    start, done = time.perf_counter(), 0
+    start = time.perf_counter()
     quiet = None if world.is_main else io.StringIO()  # one progress display, the first process's
-    with stop_requests() as stop, Progress(remaining * len(bank), label, file=quiet) as bar:
-        while done < remaining:
-            segment = _segment(remaining - done, done, time.perf_counter() - start, (run.save_every, frame_every))
-            _advance_segment(bank, segment, bar, start, world, state_path)
+    with stop_requests() as stop, Progress(work, label, file=quiet) as bar:
+        while int(bank.steps.min()) < steps:
+            done = int(bank.steps.min()) - first
+            segment = _segment(steps - first - done, done, time.perf_counter() - start, (run.save_every, frame_every))
+            chunk = _chunk(len(bank), segment, bar.done, time.perf_counter() - start)
+            whole = _advance_segment(bank, first + done + segment, chunk, bar, start, world, state_path, stop)
             done += segment
-            if animated and done % frame_every == 0:
+            if whole and animated and done % frame_every == 0:
                 frames.append(_frame(bank, mean, animated))
-            if run.save_every and done % run.save_every == 0 and done < remaining:
+            if whole and run.save_every and done % run.save_every == 0 and first + done < steps:
                 _save_bank(bank, state_path)
-            if done < remaining:
+            if not whole or first + done < steps:
                 stop_if_asked(stop, world, bank.device, lambda: _save_bank(bank, state_path),
-                              f"stopped at step {int(bank.steps.max())} of {steps}; continue with the same "
+                              f"stopped at step {int(bank.steps.min())} of {steps}; continue with the same "
                               f"command and --resume ({state_path})")
-    return frames, time.perf_counter() - start, remaining
+    return frames, time.perf_counter() - start, work
 
 
 def _segment(left: int, done: int, seconds: float, cuts) -> int:
@@ -158,15 +163,23 @@ def _segment(left: int, done: int, seconds: float, cuts) -> int:
     return segment
 
 
-def _advance_segment(bank, segment: int, bar, start: float, world, state_path: Path) -> None:
-    """`segment` steps of every chain, the progress line told after each chunk of chains."""
-    def progress(advanced):
-        done_now = bar.done + advanced * segment  # the rate counts this chunk's steps too
-        bar.update(advanced * segment,
-                   f"{done_now * world.size / max(time.perf_counter() - start, 1e-9):.0f} chain-steps/s")
+def _chunk(chains: int, segment: int, chain_steps: int, seconds: float) -> int:
+    """Chains to advance `segment` steps together: about a second's worth at the pace so far (all of them
+    until it is known), so that a stop is looked at about every second even when one step takes longer."""
+    if not chain_steps or seconds <= 0:
+        return chains
+    return max(1, min(chains, int(chain_steps / seconds / segment)))
+
+
+def _advance_segment(bank, step: int, chunk: int, bar, start: float, world, state_path: Path, stop) -> bool:
+    """Every chain to `step`, `chunk` chains at a time, the progress line told after each chunk; False if
+    Ctrl-C stopped it between chunks."""
+    def progress(chain_steps):
+        done_now = bar.done + chain_steps  # the rate counts this chunk's steps too
+        bar.update(chain_steps, f"{done_now * world.size / max(time.perf_counter() - start, 1e-9):.0f} chain-steps/s")
 
     try:
-        bank.advance(segment, progress)
+        return bank.advance_to(step, progress, stop=lambda: bool(stop), chunk=chunk)
     except MemoryError as err:
         _save_bank(bank, state_path)
         raise RunError(f"{err}; the chains so far are in {state_path}") from None
@@ -198,9 +211,15 @@ def _load_bank(path, model, run: SampleRun, shape, device):
 
 
 def _frame(bank, mean, count):
+    """The first `count` chains as one frame of the animation, at most GIF_WIDTH pixels across."""
+    from PIL import Image
+
     from ..figures import contact_sheet
 
-    return contact_sheet((bank.x[:count].cpu() + mean).clamp(0, 255))
+    sheet = contact_sheet((bank.x[:count].cpu() + mean).clamp(0, 255))
+    if sheet.width > GIF_WIDTH:
+        sheet = sheet.resize((GIF_WIDTH, round(sheet.height * GIF_WIDTH / sheet.width)), Image.Resampling.BOX)
+    return sheet
 
 
 def _write_samples(bank, mean, out_dir, world, fmt, frames, report) -> None:
@@ -234,9 +253,10 @@ def _write_samples(bank, mean, out_dir, world, fmt, frames, report) -> None:
             save_gif(frames, out_dir / "evolution.gif")
 
 
-def _write_stats(bank, out_dir, world, chains, elapsed, steps, fmt, animated, report) -> None:
-    """stats.json: each chain's energy and activity, their summary and the speed; and the closing line.
-    Every process takes part (the statistics are gathered); the first one writes."""
+def _write_stats(bank, out_dir, world, chains, elapsed, work, fmt, animated, report) -> None:
+    """stats.json: each chain's energy and activity, their summary and the speed (`work`: the chain-steps
+    this process ran); and the closing line. Every process takes part (the statistics are gathered); the
+    first one writes."""
     import numpy as np
 
     from ..distributed import barrier, gather_objects
@@ -251,7 +271,7 @@ def _write_stats(bank, out_dir, world, chains, elapsed, steps, fmt, animated, re
     summary = {key: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
                for key, v in merged.items()}
     report_data = {"chains": chains, "steps": int(bank.steps.max()), "seconds": round(elapsed, 3),
-                   "chain_steps_per_s": chains * steps / elapsed if elapsed > 0 and steps else None,
+                   "chain_steps_per_s": work * world.size / elapsed if elapsed > 0 and work else None,
                    "processes": world.size, "chunk_size": bank.chunk_size, "summary": summary, "per_chain": merged}
     save_json(report_data, out_dir / "stats.json")
     rate = f", {report_data['chain_steps_per_s']:.0f} chain-steps/s" if report_data["chain_steps_per_s"] else ""
