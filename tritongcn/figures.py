@@ -60,6 +60,19 @@ def contact_sheet(images: torch.Tensor, columns: int | None = None, gap: int = 4
     return sheet
 
 
+def labelled_row(images: torch.Tensor, titles, gap: int = 8) -> Image.Image:
+    """Images (N, C, H, W) in [0, 255] side by side on white, each with its title above it."""
+    n, c, h, w = images.shape
+    caption, white = 22, 255 if c == 1 else (255, 255, 255)
+    row = Image.new("L" if c == 1 else "RGB", (gap + n * (w + gap), caption + h + gap), white)
+    draw, font, ink = ImageDraw.Draw(row), _font(14), 0 if c == 1 else (0, 0, 0)
+    for i, (image, title) in enumerate(zip(images, titles)):
+        x = gap + i * (w + gap)
+        draw.text((x, 4), title, fill=ink, font=font)
+        row.paste(to_pil(image), (x, caption))
+    return row
+
+
 def filter_sheet(weight: torch.Tensor, scale: int = 4) -> Image.Image:
     """First-layer filters (K, C, kh, kw) as a contact sheet: each filter stretched on its own so its
     largest |weight| reaches black or white, zero at mid-grey, and enlarged `scale` times (nearest)."""
