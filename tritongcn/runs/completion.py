@@ -194,7 +194,7 @@ def fill_runaway_advice(side: int) -> str:
     """What a runaway while learning around a hole in an image of shorter side `side` tells the user: the
     options of `complete` and `expand`, not `learn`'s. The bundled wood (152 px) ran away around a 48 px
     hole in three runs of three, its shading flattened (two seeds, and hot chains); resized to 224 px,
-    `learn`'s size, it did not (README)."""
+    `learn`'s size, it did not (docs/troubleshooting.md)."""
     larger = f"--image-size {LEARN_SIDE} or " if side < LEARN_SIDE else ""
     return f"{larger}a MODEL learned by `tritongcn learn` from a whole image of the texture may fill better"
 
