@@ -391,3 +391,15 @@ def test_learn_with_a_mask_refuses_a_folder_and_learns_from_one_image(tmp_path):
     refused = CliRunner().invoke(main, ["learn", str(folder), "--mask", str(mask), "--out", str(tmp_path / "x"),
                                         *tiny])
     _one_line_error(refused, "one image")
+
+
+def test_expand_compares_the_models_scale_with_the_image_not_the_canvas(model_path, tmp_path):
+    # The model learned at 40 px; the image is 40 px and the canvas 80: no note about another scale.
+    image = texture_file(tmp_path / "tex.png", size=40)
+    result = CliRunner().invoke(main, ["expand", str(image), str(model_path), "--size", "80", "--steps", "1",
+                                       "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert "learned its texture from" not in result.output
+    result = CliRunner().invoke(main, ["expand", str(image), str(model_path), "--size", "120", "--steps", "1",
+                                       "--image-size", "80", "--out", str(tmp_path / "f")])
+    assert result.exit_code == 0 and "learned its texture from 40 px images and this image is 80 px" in result.output

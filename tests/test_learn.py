@@ -516,3 +516,14 @@ def test_a_learner_resumed_in_its_finish_ends_where_an_uninterrupted_one_does():
         assert torch.equal(resumed.life.x, straight.life.x)
         for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
             assert torch.equal(a, b)
+
+
+def test_samples_worse_than_random_phase_noise_are_said_so_with_what_to_try():
+    from tritongcn.runs.learning_report import samples_verdict
+
+    figures = {"samples": {"patch_swd": 0.21, "ps_z": 3.0}, "random_phase": {"patch_swd": 0.15, "ps_z": 4.8}}
+    warning = samples_verdict(figures)
+    assert "patch_swd 0.210 against 0.150" in warning and "ps_z" not in warning
+    assert "--seed" in warning and "--image-size" in warning
+    figures["samples"]["patch_swd"] = 0.06  # the model learned the texture: nothing to say
+    assert samples_verdict(figures) == ""

@@ -80,15 +80,18 @@ class LearningWatch:
 def evaluate_run(out_dir, training, samples, chains, report: Reporter) -> None:
     """Score the samples (and the learning chains, when given) against the training image into eval.json
     (see `tritongcn eval`)."""
-    from ..evaluate import SMALLEST_CROP, evaluate, largest_crop, portilla_simoncelli_available
+    from ..evaluate import SMALLEST_CROP, evaluate, evaluation_steps, largest_crop, portilla_simoncelli_available
     from ..io import save_json
+    from ..progress import Progress
 
     others = {} if chains is None else {"learning_chains": chains.round()}
     if min(largest_crop(training.shape, s.shape) for s in [samples, *others.values()]) < SMALLEST_CROP:
         report.say(f"no eval.json: samples or training image too small for {SMALLEST_CROP} px crops")
         return
     has_ps = portilla_simoncelli_available()
-    result = evaluate(training, samples.round(), use_ps=has_ps, others=others)
+    with Progress(evaluation_steps(len(others)), "scoring the samples") as bar:
+        result = evaluate(training, samples.round(), use_ps=has_ps, others=others,
+                          progress=lambda name: bar.update(1, name.replace("_", " ")))
     save_json(result, out_dir / "eval.json", indent=2)
     for name in ("samples", *others):
         figures = ", ".join(f"{k} {result[name][k]:.3f}" for k in result[name])
