@@ -527,3 +527,17 @@ def test_samples_worse_than_random_phase_noise_are_said_so_with_what_to_try():
     assert "--seed" in warning and "--image-size" in warning
     figures["samples"]["patch_swd"] = 0.06  # the model learned the texture: nothing to say
     assert samples_verdict(figures) == ""
+
+
+def test_the_progress_estimate_weighs_each_iteration_by_its_depths_measured_step():
+    from tritongcn.learn import Schedule
+
+    config = LearnConfig(**{**TINY, "finish_iterations": 2}, finish_langevin_steps=5)
+    # An update at depth d: its 2 Langevin steps and about one more for the weight gradient, plus about one
+    # depth-1 step that every iteration pays; a finish update runs 5 steps at the last depth.
+    assert Schedule(config).costs([1.0, 2.0]) == [4.0] * 3 + [7.0] * 3 + [13.0] * 2
+    learner = Learner(stripes(), config)
+    chains, depth = learner.life.x.clone(), learner.model.depth
+    seconds = learner.life.step_seconds(config.layers)
+    assert len(seconds) == 2 and all(s > 0 for s in seconds)
+    assert torch.equal(learner.life.x, chains) and learner.model.depth == depth  # measured, nothing moved

@@ -72,13 +72,3 @@ def conv_flops(input_shape, w_shape, output_shape) -> int:
     n, k, ho, wo = output_shape
     _, c, kh, kw = w_shape
     return 2 * n * k * ho * wo * c * kh * kw
-
-
-def macs_per_layer(in_channels: int, layers, side: int) -> list:
-    """Multiply-adds of each of `layers` on one image of `side` px (sides shrink by each stride)."""
-    channels, macs = in_channels, []
-    for spec in layers:
-        side = -(-side // spec.stride)
-        macs.append(spec.out_channels * channels * spec.kernel_size ** 2 * side * side)
-        channels = spec.out_channels
-    return macs

@@ -10,6 +10,8 @@ runs go. In the finish every chain is a new sample drawn as `tritongcn sample` d
 Contrastive divergence instead restarts one chain per training image from that image at every iteration.
 """
 
+import time
+
 import torch
 
 from ..autoencoder import reconstruct, reconstruction_error
@@ -95,6 +97,21 @@ class LearningChains:
         if finishing:
             return max(1, c.sample_steps // c.finish_langevin_steps), 0
         return c.lifetime, c.persistent_chains
+
+    def step_seconds(self, layers: int) -> list:
+        """Seconds of one Langevin step's gradient B(I) of these chains at each depth 1 .. `layers`, the
+        second of two timings (the first pays the warm-up); the chains and the model's depth are left as
+        they were. What the progress estimate weighs the run's iterations by (`Schedule.costs`)."""
+        bank, seconds = self.bank, []
+        for depth in range(1, layers + 1):
+            with self.model.at_depth(depth):
+                for _ in range(2):
+                    start = time.perf_counter()
+                    self.model.grad_input(bank.x, backend=bank.backend, boundary=bank.boundary,
+                                          precision=bank.precision).sum().item()  # .item() waits for a GPU
+                    took = time.perf_counter() - start
+            seconds.append(took)
+        return seconds
 
     def lost(self) -> torch.Tensor:
         """How many chains left the float range, as a float tensor (judged after the all-reduce, so that

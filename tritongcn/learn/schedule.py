@@ -9,8 +9,6 @@ layer runs on through the finish: `finish_updates()` more updates, at the final 
 
 import math
 
-from ..geometry import macs_per_layer
-
 
 class Schedule:
     def __init__(self, config):
@@ -62,19 +60,19 @@ class Schedule:
         decay = min(1.0, max(0.0, progress - c.lr_decay_start) / (1 - c.lr_decay_start))
         return c.lr_final + (1 - c.lr_final) * 0.5 * (1 + math.cos(math.pi * decay))
 
-    def costs(self, in_channels: int, layers) -> list:
-        """Relative cost of each iteration of the whole run, in order, from the multiply-adds of each of the
-        net's `layers` on one learning chain of `in_channels`: those of the active layers, plus the first
-        layer's again for what every iteration pays whatever its depth (the data, the update, Python). A
-        finish update runs finish_langevin_steps steps where the others run langevin_steps; the weight
-        gradient costs about one more step. At depths 1, 2, 3 of the default recipe that is 1 : 2.2 : 2.3;
-        measured, 1 : 2.5 : 2.6 (bench/README.md)."""
+    def costs(self, step_seconds: list) -> list:
+        """Relative cost of each iteration of the whole run, in order, from the seconds of one Langevin step
+        of the learning chains at each depth (`LearningChains.step_seconds`): an update at depth d runs its
+        Langevin steps and a weight gradient of about one step more, plus what every iteration pays at any
+        depth (the data, the update, Python), about one step at depth 1. On brick (2-core EPYC) that put
+        the layers' iterations within 2 % of their measured times and a finish update 13 % above."""
         c = self.config
-        macs = macs_per_layer(in_channels, layers[:c.layers], c.chain_size)
-        finish = [sum(macs) * (c.finish_langevin_steps + 1) / (c.langevin_steps + 1) + macs[0]] * c.finish_updates()
+        base = step_seconds[0]
+        per_depth = [((c.cd_steps or c.langevin_steps) + 1) * seconds + base for seconds in step_seconds]
+        finish = [(c.finish_langevin_steps + 1) * step_seconds[-1] + base] * c.finish_updates()
         if not c.grows():
-            return [sum(macs) + macs[0]] * c.iterations + finish
-        return [sum(macs[:depth]) + macs[0] for depth in range(1, c.layers + 1) for _ in range(c.iterations)] + finish
+            return [per_depth[c.layers - 1]] * c.iterations + finish
+        return [per_depth[depth] for depth in range(c.layers) for _ in range(c.iterations)] + finish
 
     def state_dict(self) -> dict:
         return {"layer": self.layer, "iteration": self.iteration}

@@ -172,7 +172,7 @@ def _iterate(run: LearnRun, learner, records: list, out_dir: Path, world, report
     watch = LearningWatch(config.iterations, runaway_advice(config) if run.runaway_advice is None
                           else run.runaway_advice)
     quiet = None if world.is_main else io.StringIO()  # one progress display, the first process's
-    costs = learner.schedule.costs(learner.model.in_channels, learner.model.layers)
+    costs = learner.schedule.costs(learner.life.step_seconds(config.layers))
     with metrics, stop_requests() as stop, \
             Progress(total, f"learning ({config.precision})", file=quiet, costs=costs) as bar:
         bar.skip(len(records))
