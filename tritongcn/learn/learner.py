@@ -105,8 +105,9 @@ class Learner:
             self.divergence.check_weights(params, self._where())
         else:
             record.update(self._apply(action))
-        skipped = self.schedule.count(end_stage=action is not None and not isinstance(action, Regrow))
-        if "runaway" in record:
+        rescued = action is not None and not isinstance(action, Regrow)  # a rescue ends its layer
+        skipped = self.schedule.count(end_stage=rescued)
+        if rescued:
             record["skipped"] = skipped
         self.seconds += time.perf_counter() - start
         return {"layer": self.schedule.layer, "iteration": self.schedule.iteration, "finishing": finishing,

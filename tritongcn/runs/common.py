@@ -63,6 +63,21 @@ def usable_device(device: str) -> str:
     return device
 
 
+def load_images(inputs, empty: str, note=None) -> tuple:
+    """(paths, raw arrays) of the images among `inputs` (files, and the PNG/JPEG files of folders), each
+    read by `images.load_image`; a run's error when one cannot be read, or with `empty` when there is none."""
+    from ..images import image_paths, load_image
+    from ..io import InputError
+
+    try:
+        paths = image_paths(inputs)
+        if not paths:
+            raise InputError(empty)
+        return paths, [load_image(path, note=note) for path in paths]
+    except InputError as err:
+        raise RunError(str(err)) from None
+
+
 def load_model(model_path: Path):
     """(checkpoint dict, GenerativeConvNet with its weights) of a model file."""
     from ..checkpoints import load_checkpoint

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..progress import Progress
-from .common import RunError
+from .common import RunError, load_images
 
 TABLE_ROWS = ("samples", "real_crops", "random_phase", "white_noise")
 
@@ -46,17 +46,8 @@ def evaluate_samples(run: EvalRun) -> dict:
 
 def _load(run: EvalRun) -> tuple:
     """(the texture's raw array, the samples' raw arrays), checked to be alike: one size, one kind."""
-    from ..images import image_paths, load_image
-    from ..io import InputError
-
-    try:
-        raw = load_image(run.texture)
-        paths = image_paths(run.samples)
-        if not paths:
-            raise InputError("no PNG or JPEG images among the SAMPLES given")
-        images = [load_image(p) for p in paths]
-    except InputError as err:
-        raise RunError(str(err)) from None
+    _, [raw] = load_images([run.texture], f"{run.texture}: no such image")
+    _, images = load_images(run.samples, "no PNG or JPEG images among the SAMPLES given")
     if any(im.shape[2] != raw.shape[2] for im in images):
         raise RunError("the samples and the texture must both be grayscale or both colour")
     sizes = {im.shape[:2] for im in images}

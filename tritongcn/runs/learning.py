@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import ConfigError, LearnConfig, net_layers, recipe
 from ..progress import Progress, format_seconds
-from .common import Reporter, RunError, claim_out_dir, stop_if_asked, usable_device
+from .common import Reporter, RunError, claim_out_dir, load_images, stop_if_asked, usable_device
 from .learning_outputs import save_preview, write_outputs
 from .learning_report import GAP_MEANING, LearningWatch, evaluate_run, runaway_advice, settings_line
 
@@ -220,16 +220,7 @@ def _checked(records, checkpoint_path):
 
 def _load_images(image: Path, report: Reporter):
     """(paths, raw arrays) of the training images, each checked to hold something to learn."""
-    from ..images import image_paths, load_image
-    from ..io import InputError
-
-    try:
-        paths = image_paths([image]) if image.is_dir() else [image]
-        if not paths:
-            raise InputError(f"{image}: a folder without PNG or JPEG images")
-        raws = [load_image(path, note=report.note) for path in paths]
-    except InputError as err:
-        raise RunError(str(err)) from None
+    paths, raws = load_images([image], f"{image}: a folder without PNG or JPEG images", note=report.note)
     if len({raw.shape[2] for raw in raws}) > 1:
         raise RunError(f"{image}: mixes grayscale and colour images; convert them to one kind")
     for path, raw in zip(paths, raws):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..config import LearnConfig
 from ..progress import Progress
-from .common import Reporter, RunError, claim_out_dir, finite, load_model, sample_name, usable_device
+from .common import Reporter, RunError, claim_out_dir, finite, load_images, load_model, sample_name, usable_device
 
 # A descent whose residual ||I - sigma^2 B(I)|| / ||I|| falls below this has reached a mode.
 MODE_REACHED = 1e-6
@@ -69,16 +69,7 @@ def reconstruct(run: ReconstructRun, report: Reporter | None = None) -> dict:
 
 def _load(run: ReconstructRun, channels: int) -> tuple:
     """(paths, raw arrays) of the images, refused if none or of another kind of colour than the model's."""
-    from ..images import image_paths, load_image
-    from ..io import InputError
-
-    try:
-        paths = image_paths(run.images)
-        if not paths:
-            raise InputError("no PNG or JPEG images in " + ", ".join(str(p) for p in run.images))
-        raw = [load_image(p) for p in paths]
-    except InputError as err:
-        raise RunError(str(err)) from None
+    paths, raw = load_images(run.images, "no PNG or JPEG images in " + ", ".join(str(p) for p in run.images))
     for path, image in zip(paths, raw):
         if image.shape[2] != channels:
             raise RunError(f"{path}: {'grayscale' if image.shape[2] == 1 else 'colour'} image, but the model "

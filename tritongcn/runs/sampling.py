@@ -72,7 +72,7 @@ def sample(run: SampleRun, report: Reporter | None = None) -> Path:
     steps = learned.sample_steps if run.steps is None else run.steps
     label = (f"sampling {run.chains} {'chain' if run.chains == 1 else 'chains'} of {size} px from {init} "
              f"({bank.precision})")
-    frames, elapsed, work = _advance(run, bank, steps, state["mean"], world, state_path, label, report)
+    frames, elapsed, work = _advance(run, bank, steps, state["mean"], world, state_path, label)
     _save_bank(bank, state_path)
     fmt = run.fmt if run.fmt != "auto" else "png" if run.chains <= PNG_LIMIT else "npz"
     _write_samples(bank, state["mean"].float().view(1, -1, 1, 1), out_dir, world, fmt, frames, report)
@@ -85,7 +85,7 @@ def _size_and_boundary(run: SampleRun, model, learned: LearnConfig, report: Repo
     """(side, periodic) of the samples: as asked, else as learned; the object model draws its images' size
     with zero padding only; periodic sides are rounded up to the net's stride."""
     size, periodic = run.size, run.periodic
-    if learned.model == "object" or model.top == "fc":  # aligned images of the size its top filter covers
+    if model.top == "fc":  # the object model: aligned images of the size its top filter covers
         if (size and size != model.image_size) or periodic:
             raise RunError(f"the object model samples {model.image_size} px images with zero padding only "
                            "(drop --size and --periodic)")
@@ -121,7 +121,7 @@ def _bank(run: SampleRun, model, learned: LearnConfig, state: dict, draw: dict, 
     return bank
 
 
-def _advance(run: SampleRun, bank, steps: int, mean, world, state_path: Path, label: str, report: Reporter):
+def _advance(run: SampleRun, bank, steps: int, mean, world, state_path: Path, label: str):
     """Run every chain to step `steps` in segments of about a second, in chunks of chains of about a second
     each (the chains do not depend on how their steps are split), so that Ctrl-C is answered within about a
     second; segments end at the saving and animation points. (GIF frames, seconds, chain-steps run here)."""
