@@ -527,6 +527,8 @@ def test_samples_worse_than_random_phase_noise_are_said_so_with_what_to_try():
     assert "--seed" in warning and "--image-size" in warning
     figures["samples"]["patch_swd"] = 0.06  # the model learned the texture: nothing to say
     assert samples_verdict(figures) == ""
+    figures["copy"] = {"copied": True}  # ... or redrew the photo, whatever its figures
+    assert "redraw pieces of the training photo" in samples_verdict(figures)
 
 
 def test_the_progress_estimate_weighs_each_iteration_by_its_depths_measured_step():

@@ -8,6 +8,7 @@ Two figures, each computed for the samples and for three references:
 `patch_swd`: a multi-scale sliced Wasserstein distance between the distributions of 7x7 colour patches
 (no extra dependency; sees colour and fine structure). `ps_z`: the mean absolute z-score of the
 Portilla-Simoncelli statistics of the luminance (with plenoptic, the `eval` extra). Lower is better.
+And one check of another kind: whether the samples are the training photo redrawn (`copycheck`).
 """
 
 import importlib.util
@@ -177,7 +178,18 @@ def evaluate(texture: torch.Tensor, samples: torch.Tensor, crop: int | None = No
             figures["ps_z"] = ps_z(ref_stats, ps_statistics(images))
         result[name] = figures
         progress(name)
+    result["copy"] = _copy_figures(texture, sets["samples"], seed)
     return result
+
+
+def _copy_figures(texture: torch.Tensor, samples: torch.Tensor, seed: int):
+    """The copy check's figures (`copycheck.copy_check`), or why they were not computed."""
+    from .copycheck import copy_check
+
+    try:
+        return copy_check(texture, samples, seed)
+    except ValueError as err:
+        return f"not computed: {err}"
 
 
 def evaluation_steps(others: int = 0, references: bool = True) -> int:

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..copycheck import copy_line
 from ..progress import Progress
 from .common import RunError, load_images
 
@@ -64,4 +65,5 @@ def table_lines(result: dict) -> list:
     lines += [f"{name:<14}" + "".join(f"{result[name][c]:>11.3f}" for c in columns) for name in TABLE_ROWS]
     if "ps_z" not in columns:
         lines.append(f"(ps_z {result['ps_z']})")
+    lines.append(copy_line(result["copy"]) if isinstance(result["copy"], dict) else f"(copy check {result['copy']})")
     return lines

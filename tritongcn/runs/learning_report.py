@@ -2,6 +2,7 @@
 layer, a runaway, a swinging gap) and, at the end, what its new samples' figures mean."""
 
 from ..config import LearnConfig
+from ..copycheck import copy_line
 from .common import Reporter
 
 # What the progress line's gap is, said once when learning starts.
@@ -101,14 +102,21 @@ def evaluate_run(out_dir, training, samples, chains, report: Reporter) -> None:
     report.say(f"eval, real crops / random-phase noise: {references} (lower is better)")
     if not has_ps:
         report.say(f"(ps_z {result['ps_z']})")
+    if isinstance(result["copy"], dict):
+        report.say(f"eval, {copy_line(result['copy'])}")
     warning = samples_verdict(result)
     if warning:
         report.warn(f"warning: {warning}")
 
 
 def samples_verdict(result: dict) -> str:
-    """A warning when the new samples score worse than random-phase noise with the image's spectrum (what
-    the chains start from) by any figure: the model did not learn the texture; '' otherwise."""
+    """A warning when the new samples are the photo redrawn (the copy check), or when they score worse than
+    random-phase noise with the image's spectrum (what the chains start from) by any figure: the model did
+    not learn the texture; '' otherwise."""
+    if isinstance(result.get("copy"), dict) and result["copy"]["copied"]:
+        return ("the new samples redraw pieces of the training photo (the copy check above): the model learned "
+                "the photo, not its texture. A larger --image-size, or a model whose units see less of the "
+                "image, learns the texture instead")
     worse = [k for k in result["samples"] if result["samples"][k] > result["random_phase"][k]]
     if not worse:
         return ""
