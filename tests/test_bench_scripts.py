@@ -15,7 +15,8 @@ def test_the_pyramid_prototype_learns_every_scale_and_scores_its_fresh_samples(t
     texture = texture_file(tmp_path / "tex.png", size=64)
     out = tmp_path / "records.jsonl"
     args = ["--size", "64", "--coarsest", "32", "--scales", "2", "--widths", "8,8", "--iterations", "2",
-            "--steps", "2", "--chains", "2", "--bank", "2", "--tag", "tiny", "--out", str(out), "--sheets", str(tmp_path)]
+            "--steps", "2", "--chains", "2", "--bank", "2", "--crop", "40", "--tag", "tiny",
+            "--out", str(out), "--sheets", str(tmp_path)]
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "pyramid_prototype.py"), str(texture), *args],
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT / "bench", capture_output=True,
                           text=True, timeout=300)
@@ -23,4 +24,5 @@ def test_the_pyramid_prototype_learns_every_scale_and_scores_its_fresh_samples(t
     [record] = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["sizes"] == [32, 64] and record["tag"] == "tiny" and record["bench"] == "pyramid_prototype"
     assert record["eval"]["samples"]["patch_swd"] > 0
+    assert record["per_scale"]["64"]["samples"] == record["eval"]["samples"]  # 32 px is too small to score
     assert (tmp_path / "pyramid_tex_tiny_s0.png").exists()
