@@ -1,7 +1,7 @@
 """A screen for a multi-scale generative ConvNet: the package's pyramid (`tritongcn.pyramid`) learned with
 a recipe given on the command line, scored at every scale.
 
-    python bench/pyramid_prototype.py TEXTURE [--size 224] [--scales 5] [--coarsest 48] [--iterations 200] ...
+    python bench/pyramid_prototype.py TEXTURE [--size 224] [--scales 5] [--coarsest 48] [--iterations 400] ...
 
 The model and its learning are the package's (`PyramidNet`, `learn.pyramid.PyramidLearning`); this script
 sets their knobs, learns, draws 4 fresh samples coarse to fine from a new seed and scores them with
@@ -18,7 +18,7 @@ from tritongcn.evaluate import evaluate
 from tritongcn.figures import contact_sheet
 from tritongcn.images import load_image, preprocess, save_png
 from tritongcn.learn.pyramid import PyramidLearning, PyramidRecipe
-from tritongcn.pyramid import PYRAMID_INIT_STD, PyramidNet, scale_sides
+from tritongcn.pyramid import PYRAMID_INIT_STD, PYRAMID_STEPS, PyramidNet, scale_sides
 
 from common import append_results
 
@@ -35,7 +35,7 @@ def parse_args():
     p.add_argument("--coarsest", type=int, default=48, help="the coarsest scale's side")
     p.add_argument("--widths", default="64,32,32,32", help="each scale's 3x3 layers")
     p.add_argument("--init", type=float, default=PYRAMID_INIT_STD, help="std of the initial weights")
-    p.add_argument("--steps", type=int, default=30, help="Langevin steps per scale")
+    p.add_argument("--steps", type=int, default=PYRAMID_STEPS, help="Langevin steps per scale")
     p.add_argument("--step-size", type=float, default=1.0)
     p.add_argument("--iterations", type=int, default=recipe.iterations, help="updates per scale")
     p.add_argument("--chains", type=int, default=recipe.chains, help="new chains per update")

@@ -25,6 +25,7 @@ PYRAMID_WIDTHS = (64, 32, 32, 32)  # each scale's 3x3 layers: a receptive field 
 # About He's scale for 3x3 filters over 32 maps. The paper's N(0, 0.01^2) leaves B(I) of these small nets
 # near 0, and chains then fall to the mean image (bench/TUNING.md, the pyramid's first runs).
 PYRAMID_INIT_STD = 0.08
+PYRAMID_STEPS = 15  # Langevin steps per scale, in learning and in sampling alike
 UPSAMPLE_PAD = 2  # the bicubic kernel's reach, in pixels of the coarser scale
 
 
@@ -58,8 +59,8 @@ class PyramidNet(nn.Module):
     `sides` are the scales' sides at the training image's size; a sample of another size scales them all
     (`sides_for`). Each scale runs `steps` Langevin steps of `step_size` with the reference's `sigma`."""
 
-    def __init__(self, in_channels: int, sides, widths=PYRAMID_WIDTHS, steps: int = 30, step_size: float = 1.0,
-                 sigma: float = 1.0, init_std: float = PYRAMID_INIT_STD, seed: int = 0):
+    def __init__(self, in_channels: int, sides, widths=PYRAMID_WIDTHS, steps: int = PYRAMID_STEPS,
+                 step_size: float = 1.0, sigma: float = 1.0, init_std: float = PYRAMID_INIT_STD, seed: int = 0):
         super().__init__()
         if steps < 1 or step_size <= 0:
             raise ValueError(f"a pyramid needs steps >= 1 and step_size > 0, got {steps} and {step_size}")
