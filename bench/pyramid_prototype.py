@@ -78,7 +78,7 @@ def main():
     result = scales[pyramid.sides[-1]]
     record = {"texture": Path(a.texture).name, "tag": a.tag, "seed": a.seed, "sizes": list(pyramid.sides),
               "settings": {k: v for k, v in vars(a).items() if k not in ("texture", "out", "sheets", "tag")},
-              "learn_seconds": round(seconds, 1),
+              "learn_seconds": round(seconds, 1), "rescues": learning.rescues,
               "eval": {k: result[k] for k in ("samples", "real_crops", "random_phase", "copy")},
               "per_scale": {side: {k: r[k] for k in ("samples", "random_phase")} for side, r in scales.items()}}
     print(json.dumps(record))

@@ -85,3 +85,27 @@ def test_chains_on_a_crop_hold_a_frame_as_wide_as_the_nets_reach():
     inside = torch.zeros(32, 32, dtype=torch.bool)
     inside[reach:-reach, reach:-reach] = True
     assert torch.equal(moved[..., ~inside], start[..., ~inside]) and (moved[..., inside] != start[..., inside]).all()
+
+
+def test_a_runaway_sends_the_scale_back_to_weights_kept_before_it_and_ends_it(monkeypatch):
+    from tritongcn.learn.guards import RunawayGuard
+
+    calls, kept = [], {}
+    real_keep = RunawayGuard.keep
+
+    def ran_away(self, f_obs):  # the data's score "climbs" fivefold at the 25th update of scale 0
+        calls.append(f_obs)
+        return 5.0 if len(calls) == 25 else 0.0
+
+    def keep(self, iteration, params):
+        real_keep(self, iteration, params)
+        kept.setdefault(iteration, [p.detach().clone() for p in params])
+
+    monkeypatch.setattr(RunawayGuard, "ran_away", ran_away)
+    monkeypatch.setattr(RunawayGuard, "keep", keep)
+    learning, _ = tiny_learning(iterations=40)
+    gaps = learning.learn()
+    # weights are kept every 10 updates, the 3 latest: 10 and 20 by then; the rescue goes to the oldest
+    assert [len(g) for g in gaps] == [25, 40] and learning.rescues == [(0, 24, 10, 5.0)]
+    for p, w in zip(learning.pyramid.nets[0].parameters(), kept[10]):
+        assert torch.equal(p, w)

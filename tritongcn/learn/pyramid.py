@@ -15,6 +15,9 @@ scale is learned, its own samples from the bank below become the next scale's ba
 
 The update is the package's (`learn.update.WeightUpdate`: clipped SGD, steps halved on reversal, zero-mean
 first-layer filters), its rate at the full value for half the updates, then falling by a cosine to a tenth.
+The paper's learner's runaway guard (`learn.guards.RunawayGuard`) watches each scale: when the data's score
+climbs away from the chains (a net's f grows as a power of its weights' scale, so it can run away late in a
+long run: bench/TUNING.md), the scale goes back to weights kept before the climb and ends there.
 """
 
 import math
@@ -27,6 +30,7 @@ from ..config import LearnConfig
 from ..evaluate import random_crops
 from ..starts import spectrum_kernel, start_chains
 from .data import per_position_score
+from .guards import RunawayGuard
 from .update import WeightUpdate
 
 
@@ -59,6 +63,7 @@ class PyramidLearning:
         self.data = [F.interpolate(centred, size=(s, s), mode="bicubic", antialias=True) for s in pyramid.sides]
         self.bounds = (-self.mean, 255 - self.mean)
         self.kernel = spectrum_kernel(self.data[0])
+        self.rescues = []  # (scale, update, the update it went back to, how far the data's score climbed)
 
     def starts(self, k: int, n: int, seed: int, bank=None, crop: int = 0) -> torch.Tensor:
         """n chains of scale k before its steps: the spectrum start, or samples of the coarser `bank`
@@ -92,6 +97,7 @@ class PyramidLearning:
         crop = recipe.crop if 0 < recipe.crop < self.pyramid.sides[k] else 0
         seed, gaps = self.seed * 31 + k, []
         crops = torch.Generator().manual_seed(seed)
+        guard, first_weights = RunawayGuard(), [p.detach().clone() for p in net.parameters()]
         for it in range(recipe.iterations):
             update.set_rate(rate_factor(it, recipe.iterations))
             x = self.chains(k, recipe.chains, seed * 7919 + it, bank, crop, first_step=it * self.pyramid.steps)
@@ -104,8 +110,16 @@ class PyramidLearning:
                 f_obs = per_position_score(net, data, "valid")
                 f_syn = per_position_score(net, x, "valid" if crop else "periodic")
             (f_syn - f_obs).backward()
-            update.step()
             gaps.append((f_syn - f_obs).item())
+            rescue = guard.check(f_obs.item(), first_weights)
+            if rescue:  # as in the paper's learner, a rescue ends the scale
+                with torch.no_grad():
+                    for p, kept in zip(net.parameters(), rescue.weights):
+                        p.copy_(kept)
+                self.rescues.append((k, it, rescue.back_to, rescue.growth))
+                break
+            guard.keep(it + 1, list(net.parameters()))
+            update.step()
             if progress:
                 progress(k, it, gaps[-1])
         return gaps
