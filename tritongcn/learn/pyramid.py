@@ -10,8 +10,8 @@ sees 9 px, so a crop holds every kind of window it sees; only the windows inside
 crop keeps a frame as wide as the net's reach (8 px) at its upsampled start, and only the pixels inside it
 move: they then sample given their surroundings, every window over them complete, where free pixels at
 the crop's edge would be seen by few windows and fall to the reference's mean. The chains' score counts the
-windows centred on the pixels that moved. When a
-scale is learned, its own samples from the bank below become the next scale's bank.
+windows centred on the pixels that moved. When a scale is learned, its own samples from the bank below
+become the next scale's bank.
 
 The update is the package's (`learn.update.WeightUpdate`: clipped SGD, steps halved on reversal, zero-mean
 first-layer filters), its rate at the full value for half the updates, then falling by a cosine to a tenth.
@@ -20,7 +20,6 @@ climbs away from the chains (a net's f grows as a power of its weights' scale, s
 long run: bench/TUNING.md), the scale goes back to weights kept before the climb and ends there.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +30,7 @@ from ..evaluate import random_crops
 from ..starts import spectrum_kernel, start_chains
 from .data import per_position_score
 from .guards import RunawayGuard
+from .schedule import cosine_rate
 from .update import WeightUpdate
 
 
@@ -48,8 +48,7 @@ class PyramidRecipe:
 
 def rate_factor(update: int, updates: int) -> float:
     """The rate's factor at `update` of `updates`: 1 for the first half, then a cosine down to 0.1."""
-    done = min(1.0, max(0.0, update / max(updates - 1, 1) - 0.5) / 0.5)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done))
+    return cosine_rate(update, updates, decay_start=0.5, final=0.1)
 
 
 class PyramidLearning:
@@ -65,13 +64,17 @@ class PyramidLearning:
         self.kernel = spectrum_kernel(self.data[0])
         self.rescues = []  # (scale, update, the update it went back to, how far the data's score climbed)
 
+    def spectrum_start(self, n: int, side: int, seed: int) -> torch.Tensor:
+        """n coarsest-scale chains of `side` px: random-phase noise with the image's spectrum at that scale."""
+        return start_chains("spectrum", (n, self.data[0].shape[1], side, side), sigma=self.pyramid.sigma,
+                            seed=seed, first_chain=0, total_chains=n, kernel=self.kernel)
+
     def starts(self, k: int, n: int, seed: int, bank=None, crop: int = 0) -> torch.Tensor:
         """n chains of scale k before its steps: the spectrum start, or samples of the coarser `bank`
         picked at random, shifted at random on the torus, upsampled and cut to `crop` (if given)."""
         side = self.pyramid.sides[k]
         if k == 0:
-            return start_chains("spectrum", (n, self.data[0].shape[1], side, side), sigma=self.pyramid.sigma,
-                                seed=seed, first_chain=0, total_chains=n, kernel=self.kernel)
+            return self.spectrum_start(n, side, seed)
         g = torch.Generator().manual_seed(seed)
         picked = bank[torch.randint(len(bank), (n,), generator=g)]
         shifts = torch.randint(bank.shape[-1], (2,), generator=g).tolist()
@@ -89,6 +92,12 @@ class PyramidLearning:
         return self.pyramid.run(k, x, seed, first_step=first_step, boundary="valid" if crop else "periodic",
                                 bounds=self.bounds, known=known, precision=self.recipe.precision)
 
+    def moved_windows(self, x: torch.Tensor) -> torch.Tensor:
+        """Chains on a crop cut to the region whose windows (scored without padding) are centred on the
+        pixels that moved, inside the held frame."""
+        half = self.pyramid.reach() // 2
+        return x[..., half:x.shape[-2] - half, half:x.shape[-1] - half]
+
     def learn_scale(self, k: int, bank, progress=None) -> list:
         """Scale k's net learned from its data and new chains at every update; the gaps f(chains) - f(data),
         per position, one per update. `progress(k, update, gap)` is told after each."""
@@ -101,16 +110,16 @@ class PyramidLearning:
         for it in range(recipe.iterations):
             update.set_rate(rate_factor(it, recipe.iterations))
             x = self.chains(k, recipe.chains, seed * 7919 + it, bank, crop, first_step=it * self.pyramid.steps)
-            if crop:  # the windows centred on the pixels that moved
-                half = self.pyramid.reach() // 2
-                x = x[..., half:crop - half, half:crop - half]
+            if crop:
+                x = self.moved_windows(x)
             data = random_crops(self.data[k], min(2 * crop, self.pyramid.sides[k]), 1, crops) if crop else self.data[k]
             update.zero_grad()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.precision == "bfloat16"):
                 f_obs = per_position_score(net, data, "valid")
                 f_syn = per_position_score(net, x, "valid" if crop else "periodic")
-            (f_syn - f_obs).backward()
-            gaps.append((f_syn - f_obs).item())
+            gap = f_syn - f_obs
+            gap.backward()
+            gaps.append(gap.item())
             rescue = guard.check(f_obs.item(), first_weights)
             if rescue:  # as in the paper's learner, a rescue ends the scale
                 with torch.no_grad():
@@ -136,10 +145,8 @@ class PyramidLearning:
     def sample(self, n: int, seed: int, side: int | None = None, every_scale: bool = False):
         """n fresh samples of `side` px (default: the training image's), in [0, 255], coarse to fine."""
         side = side or self.pyramid.sides[-1]
-        first = self.pyramid.sides_for(side)[0]
-        start = start_chains("spectrum", (n, self.data[0].shape[1], first, first), sigma=self.pyramid.sigma,
-                             seed=seed, first_chain=0, total_chains=n, kernel=self.kernel)
+        start = self.spectrum_start(n, self.pyramid.sides_for(side)[0], seed)
         out = self.pyramid.sample(start, side, seed, bounds=self.bounds, precision=self.recipe.precision,
-                                  every_scale=True)
-        out = [(x + self.mean.view(1, -1, 1, 1)).clamp(0, 255).round() for x in out]
-        return out if every_scale else out[-1]
+                                  every_scale=every_scale)
+        pixels = (lambda x: (x + self.mean.view(1, -1, 1, 1)).clamp(0, 255).round())
+        return [pixels(x) for x in out] if every_scale else pixels(out)

@@ -10,6 +10,14 @@ layer runs on through the finish: `finish_updates()` more updates, at the final 
 import math
 
 
+def cosine_rate(iteration: int, iterations: int, decay_start: float, final: float) -> float:
+    """The rate's factor at `iteration` of `iterations`: 1 for the first `decay_start` share of them, then a
+    cosine decay to `final` at the last."""
+    progress = iteration / max(iterations - 1, 1)
+    decay = min(1.0, max(0.0, progress - decay_start) / (1 - decay_start))
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * decay))
+
+
 class Schedule:
     def __init__(self, config):
         self.config = config
@@ -56,9 +64,7 @@ class Schedule:
         weights keep circling the maximum-likelihood point and the chains keep chasing them. The decay lets
         the model settle, so the last chains are samples of the model that is saved."""
         c = self.config
-        progress = self.iteration / max(c.iterations - 1, 1)
-        decay = min(1.0, max(0.0, progress - c.lr_decay_start) / (1 - c.lr_decay_start))
-        return c.lr_final + (1 - c.lr_final) * 0.5 * (1 + math.cos(math.pi * decay))
+        return cosine_rate(self.iteration, c.iterations, c.lr_decay_start, c.lr_final)
 
     def costs(self, step_seconds: list) -> list:
         """Relative cost of each iteration of the whole run, in order, from the seconds of one Langevin step
