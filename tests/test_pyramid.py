@@ -109,3 +109,10 @@ def test_a_runaway_sends_the_scale_back_to_weights_kept_before_it_and_ends_it(mo
     assert [len(g) for g in gaps] == [25, 40] and learning.rescues == [(0, 24, 10, 5.0)]
     for p, w in zip(learning.pyramid.nets[0].parameters(), kept[10]):
         assert torch.equal(p, w)
+
+
+def test_the_coarsest_scale_learns_whole_even_when_larger_than_the_crop():
+    image = texture_file(48, 0).float().unsqueeze(0)
+    pyramid = PyramidNet(3, [36, 48], widths=(8, 8, 8), steps=2, seed=0)
+    learning = PyramidLearning(pyramid, image, PyramidRecipe(iterations=2, crop=32, bank=2), 0)
+    assert [len(g) for g in learning.learn()] == [2, 2]

@@ -4,7 +4,7 @@ Scale k learns by maximum likelihood on the training image resized to its side, 
 frozen. Its chains are new at every update and drawn as the pyramid samples (a model learned on short
 chains from a given start is that start plus those steps: Nijkamp et al., 2019): at the coarsest scale from
 random-phase noise with the image's spectrum, at every finer one from a bank of samples of the frozen
-coarser scale, upsampled and shifted on the torus. A scale larger than the recipe's `crop` learns on crops:
+coarser scale, upsampled and shifted on the torus. A finer scale larger than the recipe's `crop` learns on crops:
 its chains are crops of that side and its data a random crop of twice that side at every update (its net
 sees 9 px, so a crop holds every kind of window it sees; only the windows inside a crop count). A chain's
 crop keeps a frame as wide as the net's reach (8 px) at its upsampled start, and only the pixels inside it
@@ -103,7 +103,8 @@ class PyramidLearning:
         per position, one per update. `progress(k, update, gap)` is told after each."""
         recipe, net = self.recipe, self.pyramid.nets[k]
         update = WeightUpdate(net, LearnConfig(lr=recipe.lr))
-        crop = recipe.crop if 0 < recipe.crop < self.pyramid.sides[k] else 0
+        # the coarsest scale learns whole: its chains start from noise, with no coarser sample to hold a frame at
+        crop = recipe.crop if k and 0 < recipe.crop < self.pyramid.sides[k] else 0
         seed, gaps = self.seed * 31 + k, []
         crops = torch.Generator().manual_seed(seed)
         guard, first_weights = RunawayGuard(), [p.detach().clone() for p in net.parameters()]
